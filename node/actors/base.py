@@ -1,0 +1,353 @@
+"""The actor runtime: a bounded mailbox, one task, three phases.
+
+An `Actor` holds behaviour and state; the `ActorRef` returned by `ActorRegistry.spawn` is the only
+handle to it. Guarantees:
+
+* `tell` never blocks and never queues without bound: a full mailbox raises `MailboxFull`, a
+  stopped actor raises `ActorStopped`. Messages from one caller are handled in the order told.
+* start: `on_start` runs in the actor's task before any message. run: messages are handled one at
+  a time, or in batches of up to `batch_size` (everything already waiting, for group commit).
+  drain: after `stop()` the mailbox refuses new messages, the ones already in it are still
+  handled, then `on_stop` runs (flush what the actor holds).
+* A handler that raises crashes the actor; its `RestartBudget` decides: restart (`on_start` again,
+  the mailbox kept) or, past the budget, escalate (the actor stops). An `ask` whose handler raises
+  fails back to the caller and does not crash the actor.
+* Passivation: an actor idle for `idle_timeout` whose `may_passivate()` is true stops itself. The
+  idle check and the closing of its mailbox happen without yielding, so no message is lost.
+* Messages left when an actor terminates without handling them (escalation, start failure) go to
+  `undeliverable`, which by default fails pending asks with `ActorStopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+
+class ActorError(Exception):
+    pass
+
+
+class MailboxFull(ActorError):
+    """The actor's mailbox holds its capacity: back off or shed load."""
+
+
+class ActorStopped(ActorError):
+    """The actor is stopping or stopped; resolve a fresh ref and try again."""
+
+
+class StopActor(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a handler or `on_start` to stop the actor on purpose (no restart, no escalation);
+    what is left in its mailbox goes to `undeliverable`."""
+
+
+@dataclass(slots=True)
+class Ask:
+    """A request whose answer goes back to the caller's future."""
+
+    message: Any
+    future: asyncio.Future[Any]
+
+
+class Mailbox:
+    """A bounded FIFO with one consumer (the actor's task)."""
+
+    __slots__ = ("_capacity", "_closed", "_items", "_waiter")
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[Any] = deque()
+        self._capacity = capacity
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, item: Any) -> None:
+        if self._closed:
+            raise ActorStopped
+        if len(self._items) >= self._capacity:
+            raise MailboxFull
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take(self, limit: int) -> list[Any]:
+        items = self._items
+        if len(items) <= limit:
+            batch = list(items)
+            items.clear()
+            return batch
+        return [items.popleft() for _ in range(limit)]
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait until something is in the mailbox or it is closed; False on timeout."""
+        if self._items or self._closed:
+            return True
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            if timeout is None:
+                await self._waiter
+                return True
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                return bool(self._items) or self._closed
+            return True
+        finally:
+            self._waiter = None
+
+
+@dataclass(slots=True)
+class RestartBudget:
+    """At most `max_restarts` restarts within `window` seconds; past that, escalate."""
+
+    max_restarts: int = 3
+    window: float = 30.0
+    _restarts: deque[float] = field(default_factory=deque)
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > self.window:
+            self._restarts.popleft()
+        if len(self._restarts) >= self.max_restarts:
+            return False
+        self._restarts.append(now)
+        return True
+
+
+class Actor(Generic[M]):
+    """Subclass and implement `receive` (or `receive_batch` with `batch_size` > 1)."""
+
+    mailbox_size: int = 1000
+    batch_size: int = 1
+    idle_timeout: float | None = None
+
+    async def on_start(self) -> None:
+        """Start phase: acquire what the actor needs. Raising counts as a crash."""
+
+    async def receive(self, message: M) -> Any:
+        raise NotImplementedError
+
+    async def receive_batch(self, messages: list[M]) -> None:
+        for message in messages:
+            await self.receive(message)
+
+    async def on_stop(self) -> None:
+        """Drain phase, after the last message: flush and release. Bounded by the registry."""
+
+    def may_passivate(self) -> bool:
+        return True
+
+    def undeliverable(self, messages: list[Any], reason: Exception) -> None:
+        for message in messages:
+            if isinstance(message, Ask) and not message.future.done():
+                message.future.set_exception(ActorStopped(str(reason)))
+        if messages:
+            log.warning("actor.undeliverable", extra={"count": len(messages), "reason": str(reason)})
+
+
+class ActorRef(Generic[M]):
+    """The only handle to an actor."""
+
+    __slots__ = ("_mailbox", "_stopped", "key", "task")
+
+    def __init__(self, key: Hashable, mailbox: Mailbox) -> None:
+        self.key = key
+        self._mailbox = mailbox
+        self._stopped = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.key!r}>"
+
+    @property
+    def alive(self) -> bool:
+        return not self._mailbox.closed
+
+    @property
+    def mailbox_depth(self) -> int:
+        return len(self._mailbox)
+
+    def tell(self, message: M) -> None:
+        """Enqueue without waiting. Raises MailboxFull or ActorStopped."""
+        self._mailbox.put(message)
+
+    async def ask(self, message: M, timeout: float | None = None) -> Any:
+        """Send and wait for the handler's return value (or its exception)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._mailbox.put(Ask(message, future))
+        if timeout is None:
+            return await future
+        return await asyncio.wait_for(future, timeout)
+
+    def request_stop(self) -> None:
+        """Refuse new messages; the actor drains what it holds and stops."""
+        self._mailbox.close()
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await asyncio.shield(self._stopped)
+
+    async def wait_stopped(self) -> None:
+        await asyncio.shield(self._stopped)
+
+
+class ActorRegistry:
+    """The node's live actors by key; owns their tasks and stops them all on `close`."""
+
+    def __init__(self, name: str = "actors") -> None:
+        self._name = name
+        self._refs: dict[Hashable, ActorRef[Any]] = {}
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def get(self, key: Hashable) -> ActorRef[Any] | None:
+        ref = self._refs.get(key)
+        return ref if ref is not None and ref.alive else None
+
+    def refs(self) -> list[ActorRef[Any]]:
+        return list(self._refs.values())
+
+    def spawn(
+        self,
+        key: Hashable,
+        actor: Actor[M],
+        *,
+        budget: RestartBudget | None = None,
+        on_exit: Callable[[ActorRef[M]], None] | None = None,
+    ) -> ActorRef[M]:
+        if self._closing:
+            raise ActorStopped(f"{self._name} registry is closing")
+        if self.get(key) is not None:
+            raise ValueError(f"actor {key!r} already running")
+        mailbox = Mailbox(actor.mailbox_size)
+        ref: ActorRef[M] = ActorRef(key, mailbox)
+        self._refs[key] = ref
+        ref.task = asyncio.get_running_loop().create_task(
+            self._run(ref, actor, mailbox, budget or RestartBudget(), on_exit),
+            name=f"actor:{key}",
+        )
+        return ref
+
+    async def close(self, timeout: float) -> None:
+        """Stop every actor (each drains its mailbox and runs on_stop), bounded by timeout."""
+        self._closing = True
+        refs = list(self._refs.values())
+        for ref in refs:
+            ref.request_stop()
+        tasks = [ref.task for ref in refs if ref.task is not None]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("actors.stop_timeout", extra={"registry": self._name, "count": len(pending)})
+            await asyncio.wait(pending)
+
+    async def _run(
+        self,
+        ref: ActorRef[M],
+        actor: Actor[M],
+        mailbox: Mailbox,
+        budget: RestartBudget,
+        on_exit: Callable[[ActorRef[M]], None] | None,
+    ) -> None:
+        reason: Exception = ActorStopped("stopped")
+        try:
+            while True:
+                try:
+                    await actor.on_start()
+                    await self._handle_until_stopped(actor, mailbox)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except StopActor as exc:
+                    reason = exc
+                    break
+                except Exception as exc:
+                    reason = exc
+                    if mailbox.closed or not budget.allow():
+                        log.error(
+                            "actor.escalated",
+                            exc_info=exc,
+                            extra={"actor": str(ref.key), "registry": self._name},
+                        )
+                        break
+                    log.warning(
+                        "actor.restarted", exc_info=exc, extra={"actor": str(ref.key)}
+                    )
+        finally:
+            mailbox.close()
+            if self._refs.get(ref.key) is ref:
+                del self._refs[ref.key]
+            leftovers = mailbox.take(len(mailbox))
+            try:
+                if leftovers:
+                    actor.undeliverable(leftovers, reason)
+                await actor.on_stop()
+            except Exception:
+                log.exception("actor.stop_failed", extra={"actor": str(ref.key)})
+            finally:
+                if on_exit is not None:
+                    on_exit(ref)
+                if not ref._stopped.done():
+                    ref._stopped.set_result(None)
+
+    async def _handle_until_stopped(self, actor: Actor[M], mailbox: Mailbox) -> None:
+        batch_size = actor.batch_size
+        while True:
+            if not await mailbox.wait(actor.idle_timeout):
+                if actor.may_passivate():
+                    mailbox.close()  # no await between the idle check and this
+                    return
+                continue
+            batch = mailbox.take(batch_size)
+            if not batch:  # closed and drained
+                return
+            if batch_size == 1:
+                message = batch[0]
+                if isinstance(message, Ask):
+                    await self._answer(actor, message)
+                else:
+                    await actor.receive(message)
+            else:
+                await actor.receive_batch(batch)
+
+    @staticmethod
+    async def _answer(actor: Actor[M], ask: Ask) -> None:
+        try:
+            result = await actor.receive(ask.message)
+        except asyncio.CancelledError:
+            if not ask.future.done():
+                ask.future.set_exception(ActorStopped("cancelled"))
+            raise
+        except Exception as exc:
+            if not ask.future.done():
+                ask.future.set_exception(exc)
+            return
+        if not ask.future.done():
+            ask.future.set_result(result)

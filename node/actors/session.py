@@ -1,0 +1,251 @@
+"""One connected device: a bounded outbox and the writer task that empties it into the socket.
+
+The writer is the only code that writes to the socket, so everything a device receives is ordered
+by one task. It first sends `ready`, then the backlog (everything this device has not acked:
+from the dormant user's Redis mailbox where that holds every needed seq, else from PostgreSQL),
+then whatever was offered meanwhile and afterwards.
+
+Per chat the session keeps `sent`: the highest seq this connection has written (or the device's
+acked position). At write time a message at or below it is skipped (never one message twice in
+one connection) and a message above `sent + 1` first has the hole filled from PostgreSQL (live
+delivery over Pub/Sub may lose messages; the record may not). So within a chat frames go out in
+seq order with no gaps, whatever path each message took.
+
+`offer_*` never blocks: past `outbox_limit` queued items the session closes the socket (1013)
+instead of buffering without bound; the device reconnects and resumes from its cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from redis.exceptions import RedisError
+
+from node import frames
+from node.cluster.fanout import Fanout, MailboxContents
+from node.errors import NotMember, ValidationFailed
+from node.storage import Storage
+
+log = logging.getLogger(__name__)
+
+_MSG, _FRAME, _RESYNC, _TRIM = range(4)
+_WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
+
+
+class CursorSink(Protocol):
+    def mark(self, user_id: int, device_id: str, chat_id: int, seq: int) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class SessionDeps:
+    storage: Storage
+    fanout: Fanout
+    cursors: CursorSink
+    node_id: str
+    backlog_limit: int
+    outbox_limit: int
+
+
+class DeviceSession:
+    def __init__(self, user_id: int, device_id: str, ws: web.WebSocketResponse, deps: SessionDeps):
+        self.user_id = user_id
+        self.device_id = device_id
+        self.epoch = 0
+        self._ws = ws
+        self._deps = deps
+        self._outbox: deque[tuple[int, int, int, bytes]] = deque()
+        self._wakeup = asyncio.Event()
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self.sent: dict[int, int] = {}
+        self.acked: dict[int, int] = {}
+        self._mailbox_high: dict[int, int] | None = None
+        self._mailbox_count = 0
+        self.delivered = 0
+
+    def __repr__(self) -> str:
+        return f"<DeviceSession user={self.user_id} device={self.device_id!r}>"
+
+    @property
+    def closing(self) -> bool:
+        return self._close_code is not None
+
+    # --- offered by the user actor (never block) -----------------------------------------------
+
+    def offer_messages(self, chat_id: int, entries: Sequence[tuple[int, bytes]]) -> None:
+        sent = self.sent.get(chat_id, -1)
+        for seq, frame in entries:
+            if seq > sent:
+                self._push((_MSG, chat_id, seq, frame))
+
+    def offer_frame(self, frame: bytes) -> None:
+        self._push((_FRAME, 0, 0, frame))
+
+    def request_resync(self) -> None:
+        """Compare every chat with PostgreSQL and fill what this connection missed."""
+        self._push((_RESYNC, 0, 0, b""))
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close_code is None:
+            self._close_code, self._close_reason = code, reason
+            self._wakeup.set()
+
+    def _push(self, item: tuple[int, int, int, bytes]) -> None:
+        if self._close_code is not None:
+            return
+        if len(self._outbox) >= self._deps.outbox_limit:
+            log.warning("session.outbox_overflow", extra={"user_id": self.user_id, "device": self.device_id})
+            self.close(WSCloseCode.TRY_AGAIN_LATER, "outbox overflow: reconnect to resume")
+            return
+        self._outbox.append(item)
+        self._wakeup.set()
+
+    # --- acks, from the socket's reader --------------------------------------------------------
+
+    async def ack(self, chat_id: int, seq: int) -> None:
+        """Record that this device has every message of the chat up to `seq`. Refused (raises)
+        for a chat the user is not in, or above the chat's last seq."""
+        if seq > self.sent.get(chat_id, -1):
+            position = await self._deps.storage.messages.position(self.user_id, self.device_id, chat_id)
+            if position is None:
+                raise NotMember()
+            if seq > position.last_seq:
+                raise ValidationFailed(
+                    f"ack {seq} is above the chat's last seq {position.last_seq}", code="invalid_ack"
+                )
+            self.sent[chat_id] = max(self.sent.get(chat_id, 0), seq, position.acked_seq)
+        if seq <= self.acked.get(chat_id, 0):
+            return
+        self.acked[chat_id] = seq
+        self._deps.cursors.mark(self.user_id, self.device_id, chat_id, seq)
+        high = self._mailbox_high
+        if high is not None and all(
+            self.acked.get(chat, 0) >= top or chat not in self.sent for chat, top in high.items()
+        ):
+            self._mailbox_high = None
+            self._push((_TRIM, 0, 0, b""))
+
+    # --- the writer task -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The writer: ready, backlog, then the outbox, until the socket closes."""
+        try:
+            await self._send(frames.ready_frame(self.user_id, self.device_id, self._deps.node_id))
+            await self._sync()
+            while self._close_code is None:
+                if not self._outbox:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                kind, chat_id, seq, frame = self._outbox.popleft()
+                if kind == _MSG:
+                    await self._write_message(chat_id, seq, frame)
+                elif kind == _FRAME:
+                    await self._send(frame)
+                elif kind == _RESYNC:
+                    await self._resync()
+                else:
+                    await self._trim_mailbox()
+            await self._ws.close(code=self._close_code, message=self._close_reason.encode())
+        except _WRITE_ERRORS as exc:
+            log.info("session.write_stopped", extra={"user_id": self.user_id, "error": str(exc)})
+            await self._ws.close()
+
+    async def _send(self, frame: bytes) -> None:
+        await self._ws.send_frame(frame, WSMsgType.TEXT)
+
+    async def _write_message(self, chat_id: int, seq: int, frame: bytes) -> None:
+        sent = self.sent.get(chat_id)
+        if sent is None:  # a chat joined after connecting: start where the device stands
+            position = await self._deps.storage.messages.position(self.user_id, self.device_id, chat_id)
+            if position is None:
+                return
+            sent = self.sent[chat_id] = position.acked_seq
+            self.acked.setdefault(chat_id, position.acked_seq)
+        if seq <= sent:
+            return
+        if seq > sent + 1:
+            await self._fill(chat_id, sent, seq - 1)
+        await self._send(frame)
+        self.sent[chat_id] = seq
+        self.delivered += 1
+
+    async def _fill(self, chat_id: int, after: int, upto: int) -> None:
+        """Send (after, upto] of a chat from PostgreSQL; older than the backlog limit: a gap."""
+        low = max(after, upto - self._deps.backlog_limit)
+        if low > after:
+            await self._send(frames.gap_frame(chat_id, after, low + 1))
+        for message in await self._deps.storage.messages.between(chat_id, low, upto):
+            await self._send(frames.message_frame(message))
+            self.sent[chat_id] = message.seq
+            self.delivered += 1
+        self.sent[chat_id] = max(self.sent.get(chat_id, 0), low)
+
+    async def _sync(self) -> None:
+        """The backlog on connect: per chat at most the newest `backlog_limit` unacked
+        messages, a `gap` frame first where older ones are skipped."""
+        positions = await self._deps.storage.messages.positions(self.user_id, self.device_id)
+        mailbox = await self._read_mailbox()
+        from_db: list[tuple[int, int, int]] = []
+        planned: list[tuple[int, int, dict[int, bytes] | None]] = []
+        for position in positions:
+            chat_id, acked, last = position.chat_id, position.acked_seq, position.last_seq
+            self.acked[chat_id] = acked
+            self.sent[chat_id] = max(acked, self.sent.get(chat_id, 0))
+            if last <= self.sent[chat_id]:
+                continue
+            low = max(acked, last - self._deps.backlog_limit)
+            if low > acked:
+                await self._send(frames.gap_frame(chat_id, acked, low + 1))
+                self.sent[chat_id] = low
+            if mailbox is not None and mailbox.covers(chat_id, low, last):
+                planned.append((chat_id, last, mailbox.frames[chat_id]))
+            else:
+                from_db.append((chat_id, low, last))
+        for chat_id, last, held in planned:
+            assert held is not None
+            for seq in range(self.sent[chat_id] + 1, last + 1):
+                await self._send(held[seq])
+                self.sent[chat_id] = seq
+                self.delivered += 1
+        for message in await self._deps.storage.messages.ranges(from_db):
+            if message.seq > self.sent[message.chat_id]:
+                await self._send(frames.message_frame(message))
+                self.sent[message.chat_id] = message.seq
+                self.delivered += 1
+        if mailbox is not None and mailbox.count:
+            self._mailbox_count = mailbox.count
+            self._mailbox_high = mailbox.high_seqs()
+        log.debug("session.synced", extra={"user_id": self.user_id, "delivered": self.delivered})
+
+    async def _read_mailbox(self) -> MailboxContents | None:
+        try:
+            return await self._deps.fanout.read_mailbox(self.user_id)
+        except (RedisError, OSError) as exc:  # the record is PostgreSQL: carry on without it
+            log.warning("session.mailbox_unreadable", extra={"user_id": self.user_id, "error": str(exc)})
+            return None
+
+    async def _resync(self) -> None:
+        positions = await self._deps.storage.messages.positions(self.user_id, self.device_id)
+        for position in positions:
+            sent = self.sent.get(position.chat_id)
+            if sent is None:
+                sent = self.sent[position.chat_id] = position.acked_seq
+                self.acked.setdefault(position.chat_id, position.acked_seq)
+            if position.last_seq > sent:
+                await self._fill(position.chat_id, sent, position.last_seq)
+
+    async def _trim_mailbox(self) -> None:
+        try:
+            await self._deps.fanout.trim_mailbox(self.user_id, self._mailbox_count)
+        except (RedisError, OSError) as exc:
+            log.warning("session.mailbox_trim_failed", extra={"user_id": self.user_id, "error": str(exc)})
+
+    def stats(self) -> dict[str, Any]:
+        return {"outbox": len(self._outbox), "delivered": self.delivered}

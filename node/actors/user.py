@@ -1,0 +1,197 @@
+"""The user actor: this node's devices of one user.
+
+It exists while the user has a device connected here (and a little longer while an offline
+announcement is pending). It hands each delivery to every session's outbox (never blocking), keeps
+the user's presence entry for this node in Redis, announces online/offline transitions to the
+user's contacts, and closes a session when the same device connects again (here or elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode
+from redis.exceptions import RedisError
+
+from node import frames
+from node.actors.base import Actor, ActorRef
+from node.actors.session import DeviceSession
+from node.cluster.fanout import Fanout
+from node.storage import Storage
+
+if TYPE_CHECKING:
+    from node.cluster.router import Router
+
+log = logging.getLogger(__name__)
+
+DEVICE_REPLACED = 4001  # close code: the same device connected again
+
+
+@dataclass(slots=True, frozen=True)
+class Attach:
+    session: DeviceSession
+
+
+@dataclass(slots=True, frozen=True)
+class Detach:
+    session: DeviceSession
+
+
+@dataclass(slots=True, frozen=True)
+class DeliverMessages:
+    chat_id: int
+    entries: Sequence[tuple[int, bytes]]
+
+
+@dataclass(slots=True, frozen=True)
+class DeliverFrame:
+    frame: bytes
+    skip_device: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceTakenOver:
+    device_id: str
+    epoch: int
+
+
+@dataclass(slots=True, frozen=True)
+class Resync:
+    """Redis came back (or forgot): re-register presence and refill every session."""
+
+
+@dataclass(slots=True, frozen=True)
+class CheckOffline:
+    pass
+
+
+UserMessage = Attach | Detach | DeliverMessages | DeliverFrame | DeviceTakenOver | Resync | CheckOffline
+
+
+class UserActor(Actor[UserMessage]):
+    def __init__(
+        self,
+        user_id: int,
+        *,
+        storage: Storage,
+        fanout: Fanout,
+        router: Router,
+        mailbox_size: int,
+        idle_timeout: float,
+        presence_grace: float,
+    ) -> None:
+        self.user_id = user_id
+        self.mailbox_size = mailbox_size
+        self.idle_timeout = idle_timeout
+        self._storage = storage
+        self._fanout = fanout
+        self._router = router
+        self._grace = presence_grace
+        self.sessions: dict[str, DeviceSession] = {}
+        self._announced_online = False
+        self._offline_timer: asyncio.TimerHandle | None = None
+        self.ref: ActorRef[UserMessage] | None = None
+
+    def may_passivate(self) -> bool:
+        return not self.sessions and not self._announced_online
+
+    async def on_stop(self) -> None:
+        if self._offline_timer is not None:
+            self._offline_timer.cancel()
+        for session in self.sessions.values():
+            session.close(WSCloseCode.GOING_AWAY, "node shutting down")
+
+    async def receive(self, message: UserMessage) -> None:
+        if isinstance(message, DeliverMessages):
+            for session in self.sessions.values():
+                session.offer_messages(message.chat_id, message.entries)
+        elif isinstance(message, DeliverFrame):
+            for session in self.sessions.values():
+                if session.device_id != message.skip_device:
+                    session.offer_frame(message.frame)
+        elif isinstance(message, Attach):
+            await self._attach(message.session)
+        elif isinstance(message, Detach):
+            if self.sessions.get(message.session.device_id) is message.session:
+                del self.sessions[message.session.device_id]
+                await self._update_presence()
+        elif isinstance(message, DeviceTakenOver):
+            session = self.sessions.get(message.device_id)
+            if session is not None and session.epoch < message.epoch:
+                session.close(DEVICE_REPLACED, "this device connected again")
+        elif isinstance(message, Resync):
+            for session in self.sessions.values():
+                session.request_resync()
+            await self._update_presence()
+        elif isinstance(message, CheckOffline):
+            self._offline_timer = None
+            await self._check_offline()
+
+    async def _attach(self, session: DeviceSession) -> None:
+        previous = self.sessions.get(session.device_id)
+        if previous is not None:
+            previous.close(DEVICE_REPLACED, "this device connected again")
+        self.sessions[session.device_id] = session
+        await self._router.device_taken(self.user_id, session.device_id, session.epoch)
+        await self._update_presence()
+        await self._send_contacts_presence(session)
+
+    async def _update_presence(self) -> None:
+        """Tell Redis how many devices the user has here; announce transitions."""
+        try:
+            before, after = await self._fanout.set_presence(self.user_id, len(self.sessions))
+        except (RedisError, OSError) as exc:
+            log.warning("presence.update_failed", extra={"user_id": self.user_id, "error": str(exc)})
+            return
+        if after > 0 and self._offline_timer is not None:
+            self._offline_timer.cancel()
+            self._offline_timer = None
+        if after > 0 and (before == 0 or not self._announced_online) and self.sessions:
+            self._announced_online = True
+            await self._announce(online=True)
+        elif after == 0 and self._announced_online and self._offline_timer is None and self.ref:
+            ref = self.ref
+            self._offline_timer = asyncio.get_running_loop().call_later(
+                self._grace, _tell_quietly, ref, CheckOffline()
+            )
+
+    async def _check_offline(self) -> None:
+        if self.sessions:
+            return
+        try:
+            _, after = await self._fanout.set_presence(self.user_id, 0)
+        except (RedisError, OSError):
+            after = 0  # cannot tell: say offline rather than stay online forever
+        if after == 0:
+            self._announced_online = False
+            await self._announce(online=False)
+
+    async def _announce(self, *, online: bool) -> None:
+        try:
+            contacts = await self._storage.chats.contacts(self.user_id)
+        except Exception as exc:
+            log.warning("presence.contacts_failed", extra={"user_id": self.user_id, "error": repr(exc)})
+            return
+        await self._router.to_users(contacts, frames.presence_frame(self.user_id, online))
+
+    async def _send_contacts_presence(self, session: DeviceSession) -> None:
+        """A new connection learns which of its contacts are online now."""
+        try:
+            contacts = await self._storage.chats.contacts(self.user_id)
+            online = await self._fanout.online_among(contacts)
+        except Exception as exc:
+            log.warning("presence.snapshot_failed", extra={"user_id": self.user_id, "error": repr(exc)})
+            return
+        for contact in online:
+            session.offer_frame(frames.presence_frame(contact, True))
+
+
+def _tell_quietly(ref: ActorRef[UserMessage], message: UserMessage) -> None:
+    try:
+        ref.tell(message)
+    except Exception:
+        pass

@@ -1,0 +1,1 @@
+"""Several nodes as one messenger: ownership directory, membership, Pub/Sub transport, routing."""

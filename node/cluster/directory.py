@@ -1,0 +1,165 @@
+"""The ownership directory: which node owns which actor, as leases in Redis.
+
+A lease is `lease:<kind>:<id>` holding the owner's incarnation, with a TTL the owner renews every
+third of it. A lease whose holder's membership key lapsed may be taken at once. Leases only say
+who *should* own; safety comes from the fencing epoch in PostgreSQL (see `ChatStore.
+take_ownership`): a node that lost its lease without noticing (paused, cut off) is refused by the
+database at its next write.
+
+Locally each lease has a `valid_until` on the monotonic clock, set from the time a renewal was
+*sent*; an owner stops writing once it passes, even if Redis never answered. A process paused past
+its TTL therefore sees its leases expired the moment it resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from node.cluster import keys
+from node.cluster.identity import NodeIdentity
+
+log = logging.getLogger(__name__)
+
+# GET the lease; free or held by a dead node -> take it; ours -> extend it.
+# Returns {1, holder} when we hold it now, {0, holder} when a live node does.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, holder}
+end
+if holder and redis.call('EXISTS', ARGV[3] .. holder) == 1 then
+  return {0, holder}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, ARGV[1]}
+"""
+
+# For each key: ours -> extend; missing (Redis forgot) -> take back; another's -> lost.
+# Returns one flag per key: 1 kept, 0 lost.
+_RENEW = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2]); out[i] = 1
+  elseif not holder then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2]); out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(slots=True)
+class Lease:
+    key: str
+    valid_until: float
+    lost: bool = field(default=False)
+
+    def valid(self) -> bool:
+        return not self.lost and time.monotonic() < self.valid_until
+
+
+class HeldElsewhere(Exception):
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+class Directory:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        identity: NodeIdentity,
+        *,
+        ttl: float,
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._redis = redis
+        self._me = identity.incarnation
+        self._ttl = ttl
+        self._ttl_ms = int(ttl * 1000)
+        self._alive_prefix = keys.alive("")
+        self._on_lost = on_lost
+        self._leases: dict[str, Lease] = {}
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    async def acquire(self, key: str) -> Lease:
+        """Hold `key` from now on. Raises HeldElsewhere (a live node has it) or RedisError."""
+        sent_at = time.monotonic()
+        ok, holder = await self._acquire(
+            keys=[key], args=[self._me, self._ttl_ms, self._alive_prefix]
+        )
+        if not ok:
+            raise HeldElsewhere(holder.decode() if isinstance(holder, bytes) else str(holder))
+        lease = Lease(key, sent_at + self._ttl)
+        self._leases[key] = lease
+        return lease
+
+    async def holder(self, key: str) -> str | None:
+        """The live node holding `key`, or None when it is free (or its holder is dead)."""
+        value = await self._redis.get(key)
+        if value is None:
+            return None
+        holder = value.decode()
+        if holder != self._me and not await self._redis.exists(self._alive_prefix + holder):
+            return None
+        return holder
+
+    async def release(self, lease: Lease) -> None:
+        if self._leases.get(lease.key) is lease:
+            del self._leases[lease.key]
+        lease.lost = True
+        try:
+            await self._release(keys=[lease.key], args=[self._me])
+        except (RedisError, OSError) as exc:
+            log.warning("lease.release_failed", extra={"key": lease.key, "error": str(exc)})
+
+    async def renew_all(self) -> None:
+        """Extend every lease held; a lease another node took is reported to `on_lost`."""
+        leases = list(self._leases.values())
+        if not leases:
+            return
+        sent_at = time.monotonic()
+        flags = await self._renew(keys=[le.key for le in leases], args=[self._me, self._ttl_ms])
+        for lease, kept in zip(leases, flags, strict=True):
+            if kept:
+                lease.valid_until = sent_at + self._ttl
+            elif self._leases.get(lease.key) is lease:
+                del self._leases[lease.key]
+                lease.lost = True
+                log.warning("lease.lost", extra={"key": lease.key})
+                self._on_lost(lease.key)
+
+    async def run(self) -> None:
+        """Renew every third of the TTL until cancelled."""
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await self.renew_all()
+            except (RedisError, OSError) as exc:
+                log.warning("lease.renew_failed", extra={"error": str(exc), "held": len(self)})
+
+    async def release_all(self) -> None:
+        for lease in list(self._leases.values()):
+            await self.release(lease)

@@ -1,0 +1,88 @@
+"""The one error hierarchy: each error knows its HTTP status and its contract `code`.
+
+The HTTP middleware renders these as `{"error": {"code", "message"}}`; the WebSocket handler
+renders them as `error` frames. Anything else that escapes becomes a 500 `internal_error` without
+details (the details go to the log).
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "internal error"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        if code is not None:
+            self.code = code
+
+
+class MalformedJson(ApiError):
+    status, code, message = 400, "malformed_json", "the body is not valid JSON"
+
+
+class BadRequest(ApiError):
+    status, code, message = 400, "bad_request", "bad request"
+
+
+class Unauthorized(ApiError):
+    status, code, message = 401, "unauthorized", "a valid access token is required"
+
+
+class InvalidCredentials(ApiError):
+    status, code, message = 401, "invalid_credentials", "wrong username or password"
+
+
+class InvalidRefreshToken(ApiError):
+    status, code, message = 401, "invalid_refresh_token", "the refresh token is not valid"
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "forbidden", "not allowed"
+
+
+class NotMember(ApiError):
+    status, code, message = 403, "not_member", "you are not a member of this chat"
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "not_found", "not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, message = 405, "method_not_allowed", "method not allowed"
+
+
+class Conflict(ApiError):
+    status, code, message = 409, "conflict", "conflict"
+
+
+class UsernameTaken(Conflict):
+    code, message = "username_taken", "this username is taken"
+
+
+class IdempotencyConflict(Conflict):
+    code, message = "idempotency_conflict", "this client_msg_id was used in another chat"
+
+
+class TooLarge(ApiError):
+    status, code, message = 413, "too_large", "too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, message = 415, "unsupported_media_type", "expected application/json"
+
+
+class ValidationFailed(ApiError):
+    status, code, message = 422, "validation_error", "invalid input"
+
+
+class RateLimited(ApiError):
+    status, code, message = 429, "rate_limited", "too many requests, slow down"
+
+
+class Unavailable(ApiError):
+    status, code, message = 503, "unavailable", "temporarily unavailable, try again"

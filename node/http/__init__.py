@@ -1,0 +1,1 @@
+"""REST and WebSocket edges: thin handlers over `node.services`."""

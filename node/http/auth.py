@@ -1,0 +1,84 @@
+"""Bearer-token authentication of requests, and the `/api/v1/auth/*` endpoints."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node import errors
+from node.http import schemas
+from node.http.endpoints import RouteTable, no_content, reply
+from node.http.keys import AUTH
+
+routes = RouteTable()
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The access token of `Authorization: Bearer <token>`, else of `?token=` (browsers cannot
+    set headers on a WebSocket). None when neither is there."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthorized("expected Authorization: Bearer <access_token>")
+        return token.strip()
+    return request.query.get("token") or None
+
+
+async def authenticate(request: web.Request) -> int:
+    """The user id of the request's access token; 401 when it is missing or not valid
+    (`invalid_token`, `token_expired`). No I/O: the token is checked with the secret alone."""
+    token = bearer_token(request)
+    if token is None:
+        raise errors.Unauthorized("an access token is required")
+    return request.app[AUTH].authenticate(token)
+
+
+@routes.post(
+    "/api/v1/auth/register",
+    summary="Create an account",
+    response=schemas.Registered,
+    status=201,
+    errors=(errors.UsernameTaken,),
+)
+async def register(request: web.Request, body: schemas.Register) -> web.Response:
+    """Usernames are unique regardless of case. Registering does not log in."""
+    user = await request.app[AUTH].register(body.username, body.password)
+    return reply({"user": schemas.user_out(user)}, status=201)
+
+
+@routes.post(
+    "/api/v1/auth/login",
+    summary="Log in: get an access and a refresh token",
+    response=schemas.Tokens,
+    errors=(errors.InvalidCredentials,),
+)
+async def login(request: web.Request, body: schemas.Login) -> web.Response:
+    """Each login starts a new refresh-token family (one per device or session)."""
+    tokens = await request.app[AUTH].login(body.username, body.password)
+    return reply(schemas.tokens_out(tokens))
+
+
+@routes.post(
+    "/api/v1/auth/refresh",
+    summary="Trade a refresh token for new tokens",
+    response=schemas.Tokens,
+    errors=(errors.InvalidRefreshToken,),
+)
+async def refresh(request: web.Request, body: schemas.RefreshToken) -> web.Response:
+    """Rotation: the presented refresh token is spent. Presenting a spent one again answers
+    401 and revokes its whole family (it must have leaked)."""
+    tokens = await request.app[AUTH].refresh(body.refresh_token)
+    return reply(schemas.tokens_out(tokens))
+
+
+@routes.post(
+    "/api/v1/auth/logout",
+    summary="Revoke a refresh token's family",
+    response=None,
+    status=204,
+)
+async def logout(request: web.Request, me: int, body: schemas.RefreshToken) -> web.Response:
+    """204 whatever the refresh token (unknown, spent or someone else's change nothing).
+    Access tokens already issued stay valid until they expire."""
+    await request.app[AUTH].logout(me, body.refresh_token)
+    return no_content()

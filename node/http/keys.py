@@ -1,0 +1,21 @@
+"""Typed application keys: the resources handlers may reach, created in `node.app`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.config import Settings
+from node.services.auth import AuthService
+from node.services.chats import ChatService
+from node.services.devices import DeviceHub
+from node.services.health import HealthService
+from node.services.messages import MessageService
+from node.services.users import UserService
+
+SETTINGS = web.AppKey("settings", Settings)
+AUTH = web.AppKey("auth", AuthService)
+USERS = web.AppKey("users", UserService)
+CHATS = web.AppKey("chats", ChatService)
+MESSAGES = web.AppKey("messages", MessageService)
+HEALTH = web.AppKey("health", HealthService)
+DEVICES = web.AppKey("devices", DeviceHub)

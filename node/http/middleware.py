@@ -1,0 +1,111 @@
+"""The one place where failures become HTTP error responses, and the JSON body reader.
+
+Every error leaves the node as `{"error": {"code", "message"}}`: an `ApiError` with its own status
+and code, one of aiohttp's HTTP exceptions (unknown route, wrong method, body over
+`client_max_size`, ...) with a code derived from its status, and anything else as a bare 500
+`internal_error` whose details go to the log only. No stack trace or SQL is ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TypeVar
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, RootModel, ValidationError
+
+from node import errors
+from node.frames import dumps
+from node.http.schemas import error_out
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+_MESSAGES = {404: "no such resource", 405: "method not allowed", 413: "the body is too large"}
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status, body=dumps(error_out(code, message)), content_type="application/json"
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure of `handler` in the contract's error shape."""
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        code = _CODES.get(exc.status, "http_error")
+        response = error_response(exc.status, code, _MESSAGES.get(exc.status, exc.reason))
+        if "Allow" in exc.headers:  # 405 names the allowed methods
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # the path only: the query string may hold an access token (`?token=` of the WebSocket)
+        log.exception("http.unhandled", extra={"method": request.method, "path": request.path})
+        return error_response(500, "internal_error", "internal error")
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def validation_message(exc: ValidationError, *, drop_tag: bool = False) -> str:
+    """A short human message from the first error: where and what, never the input itself
+    (it may be a password). `drop_tag` leaves out the tag a discriminated union puts first."""
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    loc = list(first["loc"])
+    if drop_tag and len(loc) > 1:
+        loc = loc[1:]
+    msg = first["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in loc)
+    return f"{where}: {msg}" if where else msg
+
+
+def validate(model: type[M], data: object) -> M:
+    """`data` as `model`; 422 `validation_error` otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message = validation_message(exc, drop_tag=issubclass(model, RootModel))
+        raise errors.ValidationFailed(message) from None
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as `model`. A missing or non-JSON `Content-Type`, or a body that
+    is not JSON, is 400 `malformed_json`; JSON that breaks the model is 422 `validation_error`;
+    a body over the app's `client_max_size` is 413 (raised by aiohttp, mapped above)."""
+    if not _is_json(request.content_type):
+        raise errors.MalformedJson("expected Content-Type: application/json")
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.MalformedJson() from None
+    return validate(model, data)

@@ -1,0 +1,44 @@
+"""Every route of the node, in one list.
+
+REST endpoints are declared next to their handlers (`node.http.endpoints.RouteTable`); `ENDPOINTS`
+gathers them, and the same list feeds the router and the OpenAPI document. To add a module's
+endpoints, add its `routes` here.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.frames import dumps
+from node.http import auth, chats, health, messages, users
+from node.http.endpoints import Endpoint, register
+from node.http.openapi import DOCS_HTML, WS_PATH, build_openapi
+from node.http.ws import websocket_handler
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *health.routes,
+    *auth.routes,
+    *users.routes,
+    *chats.routes,
+    *messages.routes,
+)
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register the REST endpoints, the OpenAPI document and `/docs`, and the WebSocket."""
+    register(app, ENDPOINTS, auth.authenticate)
+
+    document = dumps(build_openapi(ENDPOINTS))  # built once: it depends on code only
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    async def docs(request: web.Request) -> web.Response:
+        return web.Response(text=DOCS_HTML, content_type="text/html")
+
+    app.router.add_get(OPENAPI_PATH, openapi_json)
+    app.router.add_get("/docs", docs)
+
+    app.router.add_get(WS_PATH, websocket_handler)

@@ -1,0 +1,59 @@
+"""Client-to-server WebSocket frames: the closed set the node accepts, validated at the edge."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+
+
+def _id(value: Any) -> Any:
+    """Ids are strings on the wire; numbers are accepted too. Anything else fails validation."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("must be an id (a string of digits)")
+
+
+Id = Annotated[int, BeforeValidator(_id), Field(ge=1, json_schema_extra={"type": "string"})]
+Seq = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SendFrame(_Frame):
+    type: Literal["send"]
+    chat_id: Id
+    client_msg_id: Annotated[str, Field(min_length=1, max_length=64)]
+    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    attachments: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=10)
+
+
+class AckFrame(_Frame):
+    type: Literal["ack"]
+    chat_id: Id
+    seq: Seq
+
+
+class TypingFrame(_Frame):
+    type: Literal["typing"]
+    chat_id: Id
+
+
+class ReadFrame(_Frame):
+    type: Literal["read"]
+    chat_id: Id
+    seq: Seq
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[
+    SendFrame | AckFrame | TypingFrame | ReadFrame | PingFrame, Field(discriminator="type")
+]
+CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)

@@ -1,0 +1,57 @@
+"""All SQL of the node lives in this package; everything else calls these stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from node.storage.chats import ChatStore, UnknownUser
+from node.storage.cursors import CursorStore
+from node.storage.messages import ChatMissing, Fenced, MessageStore, NewMessage
+from node.storage.migrate import apply_migrations
+from node.storage.pool import create_pool
+from node.storage.tokens import RefreshTokenStore
+from node.storage.users import UsernameTaken, UserStore
+
+__all__ = [
+    "ChatMissing",
+    "ChatStore",
+    "CursorStore",
+    "Fenced",
+    "MessageStore",
+    "NewMessage",
+    "RefreshTokenStore",
+    "Storage",
+    "UnknownUser",
+    "UserStore",
+    "UsernameTaken",
+    "apply_migrations",
+    "create_pool",
+]
+
+
+@dataclass(slots=True, frozen=True)
+class Storage:
+    """The stores over one pool."""
+
+    pool: asyncpg.Pool
+    users: UserStore
+    tokens: RefreshTokenStore
+    chats: ChatStore
+    messages: MessageStore
+    cursors: CursorStore
+
+    @classmethod
+    def over(cls, pool: asyncpg.Pool) -> Storage:
+        return cls(
+            pool=pool,
+            users=UserStore(pool),
+            tokens=RefreshTokenStore(pool),
+            chats=ChatStore(pool),
+            messages=MessageStore(pool),
+            cursors=CursorStore(pool),
+        )
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")

@@ -1,0 +1,177 @@
+"""Test fixtures over real PostgreSQL and Redis.
+
+`MESSENGER_TEST_DATABASE_URL` / `MESSENGER_TEST_REDIS_URL` name servers to use (CI sets them);
+without them the session starts throwaway embedded servers. The schema is migrated once into a
+template database; every test gets its own clone and a flushed Redis database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from node.app import build_app
+from node.config import Settings
+from node.storage import Storage, apply_migrations, create_pool
+from tests.support import Api, with_database
+
+TEST_REDIS_DB = 9
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("MESSENGER_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from node.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("MESSENGER_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from node.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_database(pg_admin_url: str) -> AsyncIterator[str]:
+    name = f"msgr_tpl_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await apply_migrations(with_database(pg_admin_url, name))
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def database_factory(
+    pg_admin_url: str, template_database: str
+) -> AsyncIterator[Callable[[], Any]]:
+    """Make fresh, migrated databases (clones of the template); all dropped after the test."""
+    made: list[str] = []
+    admin = await asyncpg.connect(pg_admin_url)
+
+    async def make() -> str:
+        name = f"msgr_t_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        made.append(name)
+        return with_database(pg_admin_url, name)
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(database_factory: Callable[[], Any]) -> str:
+    url: str = await database_factory()
+    return url
+
+
+@pytest.fixture
+async def redis_url(redis_server_url: str) -> AsyncIterator[str]:
+    url = redis_server_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    yield url
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    pool = await create_pool(database_url, size=4)
+    yield Storage.over(pool)
+    await pool.close()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "jwt_secret": "test-secret-0123456789abcdef",
+        "bcrypt_rounds": 4,
+        "node_id": f"test-{uuid.uuid4().hex[:6]}",
+        "data_dir": tmp_path / "data",
+        "log_format": "text",
+        "log_level": "INFO",
+        "presence_grace": 0.2,
+        "ack_flush_interval": 0.05,
+        "lease_ttl": 3.0,
+        "heartbeat_interval": 0.5,
+        "shutdown_timeout": 5.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture
+async def node_factory() -> AsyncIterator[Callable[[Settings], Any]]:
+    """Start in-process nodes (real aiohttp servers on real ports); all stopped after the test."""
+    servers: list[TestServer] = []
+
+    async def start(settings: Settings) -> TestServer:
+        server = TestServer(build_app(settings), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def node(node_factory: Callable[[Settings], Any], settings: Settings) -> TestServer:
+    server: TestServer = await node_factory(settings)
+    return server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def api(node: TestServer, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    client = Api(http, str(node.make_url("")))
+    yield client
+    await client.close()
