@@ -60,18 +60,32 @@ class SendCommand:
     attachments: tuple[dict[str, Any], ...]
     reply: Callable[[SendOutcome], None]
     trace: dict[str, str] = field(default_factory=dict)
+    hops: int = 0  # times re-routed after an owner change
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ChatSignalCommand:
     chat_id: int
     user_id: int
     device_id: str
     signal: Literal["typing", "read"]
     seq: int = 0
+    hops: int = 0
 
 
 ChatCommand = SendCommand | ChatSignalCommand
+
+
+class ChatMoved(StopActor):
+    """Another node owns the chat (now): what this actor holds goes there."""
+
+
+class ChatGone(StopActor):
+    """The chat does not exist."""
+
+
+class ChatUnavailable(StopActor):
+    """The directory or the database cannot be reached: fail what is held."""
 
 _DB_DOWN = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
@@ -104,17 +118,17 @@ class ChatActor(Actor[ChatCommand]):
         try:
             self._lease = await self._directory.acquire(keys.lease("chat", self.chat_id))
         except HeldElsewhere as exc:
-            raise StopActor(f"chat {self.chat_id} is owned by {exc.holder}") from None
+            raise ChatMoved(f"chat {self.chat_id} is owned by {exc.holder}") from None
         except (RedisError, OSError) as exc:
-            raise StopActor(f"directory unavailable: {exc}") from None
+            raise ChatUnavailable(f"directory unavailable: {exc}") from None
         try:
             epoch = await self._storage.chats.take_ownership(self.chat_id)
         except _DB_DOWN + (asyncpg.PostgresError,) as exc:
             await self._directory.release(self._lease)
-            raise StopActor(f"database unavailable: {exc!r}") from None
+            raise ChatUnavailable(f"database unavailable: {exc!r}") from None
         if epoch is None:
             await self._directory.release(self._lease)
-            raise StopActor(f"chat {self.chat_id} does not exist")
+            raise ChatGone(f"chat {self.chat_id} does not exist")
         self._epoch = epoch
         await self._load_members()
         log.info("chat.activated", extra={"chat_id": self.chat_id, "epoch": epoch})
@@ -124,9 +138,14 @@ class ChatActor(Actor[ChatCommand]):
             await self._directory.release(self._lease)
 
     def undeliverable(self, messages: list[Any], reason: Exception) -> None:
-        """Commands this actor could not take (start failed, or fenced): route them again —
-        to whoever owns the chat now — or fail them."""
-        self._router.reroute([m for m in messages if isinstance(m, SendCommand | ChatSignalCommand)], reason)
+        """Commands this actor could not take: to the chat's new owner when it moved, else
+        failed (a client retries a failed send with the same client_msg_id)."""
+        commands = [m for m in messages if isinstance(m, SendCommand | ChatSignalCommand)]
+        if isinstance(reason, ChatMoved):
+            self._router.reroute(commands, reason)
+            return
+        outcome = SendOutcome.failed("not_found" if isinstance(reason, ChatGone) else "unavailable")
+        self._reply_all([c for c in commands if isinstance(c, SendCommand)], outcome)
 
     async def receive_batch(self, messages: list[ChatCommand]) -> None:
         sends = [m for m in messages if isinstance(m, SendCommand)]
@@ -155,7 +174,7 @@ class ChatActor(Actor[ChatCommand]):
             self._hand_over(sends, "fenced")
         except ChatMissing:
             self._reply_all(sends, SendOutcome.failed("not_found"))
-            raise StopActor("chat deleted") from None
+            raise ChatGone("chat deleted") from None
         except _DB_DOWN as exc:
             log.warning("chat.store_failed", extra={"chat_id": self.chat_id, "error": repr(exc)})
             self._reply_all(sends, SendOutcome.failed("unavailable"))
@@ -180,8 +199,9 @@ class ChatActor(Actor[ChatCommand]):
         """This node may no longer write the chat: stop, and let the rest go to the owner."""
         if self._lease is not None:
             self._lease.lost = True
-        self._router.reroute(list(commands), StopActor(why))
-        raise StopActor(why)
+        reason = ChatMoved(why)
+        self._router.reroute(list(commands), reason)
+        raise reason
 
     @staticmethod
     def _reply_all(commands: list[SendCommand], outcome: SendOutcome) -> None:

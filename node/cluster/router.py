@@ -43,6 +43,7 @@ from node.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 _REDIS_DOWN = (RedisError, OSError)
+_MAX_HOPS = 3
 
 
 @dataclass(slots=True)
@@ -176,7 +177,11 @@ class Router:
 
     async def _reroute(self, commands: list[ChatCommand]) -> None:
         for command in commands:
-            await self._to_chat(command, attempts=1)
+            command.hops += 1
+            if command.hops > _MAX_HOPS:
+                _fail(command, "unavailable")
+            else:
+                await self._to_chat(command, attempts=1)
 
     def lease_lost(self, lease_key: str) -> None:
         """The directory says another node holds this lease now: stop our actor for it."""
