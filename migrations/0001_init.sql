@@ -165,3 +165,52 @@ BEGIN
     ORDER BY c.i;
 END;
 $$;
+
+-- The common case of the group commit, cheaper: every row is new and from a member. Same result
+-- shape as post_messages (rows in any order); raises MR001 when that does not hold, and the
+-- caller then runs post_messages, which sorts each row out. MF001/MN001 as there.
+CREATE FUNCTION store_messages(
+    p_chat bigint, p_epoch bigint,
+    p_senders bigint[], p_cmids text[], p_texts text[], p_attachments text[]
+) RETURNS TABLE (
+    idx int, status text, members_version bigint,
+    id bigint, chat_id bigint, seq bigint, sender_id bigint, client_msg_id text,
+    text text, attachments jsonb, created_at timestamptz
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_last bigint;
+    v_epoch bigint;
+    v_version bigint;
+    v_stored bigint;
+BEGIN
+    SELECT c.last_seq, c.epoch, c.members_version INTO v_last, v_epoch, v_version
+    FROM chats c WHERE c.id = p_chat FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'chat % does not exist', p_chat USING ERRCODE = 'MN001';
+    END IF;
+    IF v_epoch <> p_epoch THEN
+        RAISE EXCEPTION 'chat % is owned at epoch %, not %', p_chat, v_epoch, p_epoch
+            USING ERRCODE = 'MF001';
+    END IF;
+    RETURN QUERY
+    WITH stored AS (
+        INSERT INTO messages AS m (chat_id, seq, sender_id, client_msg_id, text, attachments, epoch)
+        SELECT p_chat, v_last + t.ord, t.sender, t.cmid, t.body, t.att::jsonb, p_epoch
+        FROM unnest(p_senders, p_cmids, p_texts, p_attachments)
+             WITH ORDINALITY AS t(sender, cmid, body, att, ord)
+        WHERE EXISTS (SELECT 1 FROM chat_members cm
+                      WHERE cm.chat_id = p_chat AND cm.user_id = t.sender)
+        ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+        RETURNING m.*
+    )
+    SELECT (s.seq - v_last)::int, 'created', v_version, s.id, s.chat_id, s.seq, s.sender_id,
+           s.client_msg_id, s.text, s.attachments, s.created_at
+    FROM stored s;
+    GET DIAGNOSTICS v_stored = ROW_COUNT;
+    IF v_stored <> cardinality(p_senders) THEN
+        RAISE EXCEPTION 'batch holds repeats or non-members' USING ERRCODE = 'MR001';
+    END IF;
+    UPDATE chats c SET last_seq = v_last + v_stored, last_activity_at = now() WHERE c.id = p_chat;
+END;
+$$;

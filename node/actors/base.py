@@ -334,8 +334,18 @@ class ActorRegistry:
                     await self._answer(actor, message)
                 else:
                     await actor.receive(message)
-            else:
-                await actor.receive_batch(batch)
+                continue
+            run: list[M] = []  # plain messages in batches; each ask answered in its turn
+            for message in batch:
+                if isinstance(message, Ask):
+                    if run:
+                        await actor.receive_batch(run)
+                        run = []
+                    await self._answer(actor, message)
+                else:
+                    run.append(message)
+            if run:
+                await actor.receive_batch(run)
 
     @staticmethod
     async def _answer(actor: Actor[M], ask: Ask) -> None:

@@ -127,9 +127,13 @@ class Directory:
         return holder
 
     async def release(self, lease: Lease) -> None:
-        if self._leases.get(lease.key) is lease:
-            del self._leases[lease.key]
+        """Give the lease up. A lease this node has since taken again for the same key (a new
+        actor) is left alone."""
         lease.lost = True
+        current = self._leases.get(lease.key)
+        if current is not lease:
+            return
+        del self._leases[lease.key]
         try:
             await self._release(keys=[lease.key], args=[self._me])
         except (RedisError, OSError) as exc:

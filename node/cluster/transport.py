@@ -30,7 +30,7 @@ class Transport:
         redis: aioredis.Redis,
         identity: NodeIdentity,
         *,
-        on_envelope: Callable[[envelopes.Envelope], None],
+        on_envelope: Callable[[envelopes.Envelope], Awaitable[None]],
         on_resubscribed: Callable[[], Awaitable[None]],
     ) -> None:
         self._redis = redis
@@ -59,7 +59,7 @@ class Transport:
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None and message["type"] == "message":
-                        self._dispatch(message["data"])
+                        await self._dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
                 if not failed:
@@ -73,13 +73,13 @@ class Transport:
                 except (RedisError, OSError, TimeoutError):
                     pass
 
-    def _dispatch(self, data: bytes) -> None:
+    async def _dispatch(self, data: bytes) -> None:
         try:
             envelope = envelopes.decode(data)
         except ValidationError as exc:
             log.warning("transport.bad_envelope", extra={"error": str(exc)[:300]})
             return
         try:
-            self._on_envelope(envelope)
+            await self._on_envelope(envelope)
         except Exception:
             log.exception("transport.dispatch_failed", extra={"kind": envelope.kind})

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from node.domain import Chat, ChatView
+from node.storage.messages import ChatMissing
 from node.storage.records import chat_from, user_from
 
 
@@ -127,6 +128,8 @@ class ChatStore:
             last_seq = await conn.fetchval(
                 "SELECT last_seq FROM chats WHERE id = $1 FOR UPDATE", chat_id
             )
+            if last_seq is None:
+                raise ChatMissing(chat_id)
             try:
                 status = await conn.execute(
                     "INSERT INTO chat_members (chat_id, user_id, joined_seq) VALUES ($1, $2, $3)"
@@ -148,9 +151,7 @@ class ChatStore:
         """Remove a member (and their cursors). An owner who leaves hands the group to its
         longest-standing member. False if they were not a member."""
         async with self._pool.acquire() as conn, conn.transaction():
-            owner_id = await conn.fetchval(
-                "SELECT owner_id FROM chats WHERE id = $1 FOR UPDATE", chat_id
-            )
+            await conn.execute("SELECT 1 FROM chats WHERE id = $1 FOR UPDATE", chat_id)
             status = await conn.execute(
                 "DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id
             )
@@ -165,7 +166,7 @@ class ChatStore:
                 "   WHERE chat_id = $1 ORDER BY joined_at, user_id LIMIT 1) ELSE owner_id END"
                 " WHERE id = $1",
                 chat_id,
-                owner_id,
+                user_id,
             )
             return True
 

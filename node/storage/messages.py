@@ -53,29 +53,36 @@ class MessageStore:
             [m.text for m in batch],
             [orjson.dumps(m.attachments).decode() for m in batch],
         )
-        for attempt in range(_RETRIES_ON_RACE):
-            try:
-                rows = await self._pool.fetch(
-                    "SELECT * FROM post_messages($1, $2, $3, $4, $5, $6)", *args
-                )
-                break
-            except asyncpg.UniqueViolationError:
-                if attempt == _RETRIES_ON_RACE - 1:
-                    raise
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate == "MF001":
-                    raise Fenced(str(exc)) from None
-                if exc.sqlstate == "MN001":
-                    raise ChatMissing(chat_id) from None
-                raise
+        rows = await self._call("store_messages", args)  # the fast path: all new, all members
+        if rows is None:
+            rows = await self._call("post_messages", args)
+            assert rows is not None
         return [
             PostResult(
                 status=r["status"],
                 message=message_from(r) if r["id"] is not None else None,
                 members_version=r["members_version"],
             )
-            for r in rows
+            for r in sorted(rows, key=lambda r: r["idx"])
         ]
+
+    async def _call(self, function: str, args: tuple[Any, ...]) -> list[asyncpg.Record] | None:
+        """Run one of the group-commit functions; None when the fast path declined (MR001)."""
+        for attempt in range(_RETRIES_ON_RACE):
+            try:
+                return await self._pool.fetch(f"SELECT * FROM {function}($1, $2, $3, $4, $5, $6)", *args)
+            except asyncpg.UniqueViolationError:
+                if attempt == _RETRIES_ON_RACE - 1:
+                    raise
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == "MR001":
+                    return None
+                if exc.sqlstate == "MF001":
+                    raise Fenced(str(exc)) from None
+                if exc.sqlstate == "MN001":
+                    raise ChatMissing(args[0]) from None
+                raise
+        raise AssertionError("unreachable")
 
     async def page(
         self, chat_id: int, *, after_seq: int | None, before_seq: int | None, limit: int

@@ -18,6 +18,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release `RESET ALL; UNLISTEN *; ...` round trip: the node never changes
+    session state on pooled connections (no SET, LISTEN or session advisory locks; migrations
+    use a connection of their own), so there is nothing to reset."""
+
+
 async def create_pool(dsn: str, *, size: int, **kwargs: Any) -> asyncpg.Pool:
     """A pool whose connections decode jsonb and keep prepared statements cached."""
     pool = await asyncpg.create_pool(
@@ -25,6 +31,7 @@ async def create_pool(dsn: str, *, size: int, **kwargs: Any) -> asyncpg.Pool:
         min_size=min(2, size),
         max_size=size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         max_inactive_connection_lifetime=300,
         **kwargs,
