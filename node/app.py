@@ -23,6 +23,7 @@ from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from node import metrics
 from node.actors.base import ActorRegistry, RestartBudget
 from node.actors.chat import ChatActor
 from node.actors.cursors import CursorWriter
@@ -135,6 +136,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
 
         limiter = RateLimiter(burst=settings.rate_burst, rate=settings.rate_per_second)
         app[RUNTIME] = runtime
+        metrics.bind_runtime(runtime)
         app[keys.DEVICES] = runtime.hub
         app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
         app[keys.USERS] = UserService(storage)

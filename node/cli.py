@@ -70,7 +70,9 @@ def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from node.app import build_app
+    from node.tracing import setup_tracing
 
+    provider = setup_tracing(settings)
     try:
         web.run_app(
             build_app(settings),
@@ -86,6 +88,9 @@ def serve(settings: Settings) -> int:
         log.error("node.failed", exc_info=exc)
         print(f"node failed to start: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the last spans
     log.info("node.stopped")
     return 0
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MESSENGER_"
@@ -30,6 +30,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        populate_by_name=True,
     )
 
     # --- the contract's settings -------------------------------------------------------------
@@ -75,6 +76,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     embedded_start_timeout: float = Field(60.0, gt=0)
+
+    # --- tracing: the standard OpenTelemetry variables (no MESSENGER_ prefix) -----------------
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+        description="tracing is on when an OTLP endpoint is given",
+    )
+    otel_service_name: str = Field("messenger-node", validation_alias="OTEL_SERVICE_NAME")
+    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
 
     @field_validator("database_url")
     @classmethod
@@ -125,7 +137,8 @@ def load_settings_or_exit(**overrides: object) -> Settings:
         return load_settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
+        field = str(first["loc"][0]) if first["loc"] else ""
+        name = field if field.startswith("OTEL_") else ENV_PREFIX + field.upper()
         print(f"invalid setting {name}: {first['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
 

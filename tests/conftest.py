@@ -143,8 +143,11 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-async def node_factory() -> AsyncIterator[Callable[[Settings], Any]]:
-    """Start in-process nodes (real aiohttp servers on real ports); all stopped after the test."""
+async def node_factory(
+    database_factory: Callable[[], Any], redis_url: str
+) -> AsyncIterator[Callable[[Settings], Any]]:
+    """Start in-process nodes (real aiohttp servers on real ports); all stopped after the test,
+    before its databases are dropped (hence the dependencies)."""
     servers: list[TestServer] = []
 
     async def start(settings: Settings) -> TestServer:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import asyncpg
 from redis.exceptions import RedisError
 
-from node import frames
+from node import frames, metrics, tracing
 from node.actors.base import Actor, StopActor
 from node.cluster import keys
 from node.cluster.directory import Directory, HeldElsewhere, Lease
@@ -131,6 +131,7 @@ class ChatActor(Actor[ChatCommand]):
             raise ChatGone(f"chat {self.chat_id} does not exist")
         self._epoch = epoch
         await self._load_members()
+        metrics.OWNERSHIP_CHANGES.labels(change="taken").inc()
         log.info("chat.activated", extra={"chat_id": self.chat_id, "epoch": epoch})
 
     async def on_stop(self) -> None:
@@ -156,6 +157,17 @@ class ChatActor(Actor[ChatCommand]):
                 await self._signal(message)
 
     async def _commit(self, sends: list[SendCommand]) -> None:
+        with tracing.span(
+            "chat.commit",
+            parent=sends[0].trace,
+            links=[s.trace for s in sends[1:]],
+            chat_id=self.chat_id,
+            batch=len(sends),
+            node=self._router.node,
+        ):
+            await self._commit_batch(sends)
+
+    async def _commit_batch(self, sends: list[SendCommand]) -> None:
         if self._lease is None or not self._lease.valid():
             self._hand_over(sends, "lease expired")
         first: dict[tuple[int, str], int] = {}
@@ -170,12 +182,14 @@ class ChatActor(Actor[ChatCommand]):
         try:
             results = await self._storage.messages.post_batch(self.chat_id, self._epoch, batch)
         except Fenced:
+            metrics.OWNERSHIP_CHANGES.labels(change="fenced").inc()
             log.warning("chat.fenced", extra={"chat_id": self.chat_id, "epoch": self._epoch})
             self._hand_over(sends, "fenced")
         except ChatMissing:
             self._reply_all(sends, SendOutcome.failed("not_found"))
             raise ChatGone("chat deleted") from None
         except _DB_DOWN as exc:
+            metrics.POSTGRES_ERRORS.labels(op="store").inc()
             log.warning("chat.store_failed", extra={"chat_id": self.chat_id, "error": repr(exc)})
             self._reply_all(sends, SendOutcome.failed("unavailable"))
             return
@@ -191,6 +205,7 @@ class ChatActor(Actor[ChatCommand]):
             encoded = by_id.get(result.message.id) or frames.EncodedMessage.of(result.message)
             outcomes.append(SendOutcome(result.status, result.message, encoded.json))
         if created:
+            metrics.MESSAGES_ACCEPTED.inc(len(created))
             await self._router.deliver(self.chat_id, self._members, created)
         for command in sends:
             command.reply(outcomes[first[(command.sender_id, command.client_msg_id)]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from node import metrics
 from node.storage import CursorStore
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ class CursorWriter:
             try:
                 await self.flush()
             except (OSError, asyncio.TimeoutError) as exc:
+                metrics.POSTGRES_ERRORS.labels(op="cursors").inc()
                 log.warning("cursors.flush_failed", extra={"error": str(exc), "pending": self.pending})
                 self._wakeup.set()
             except Exception as exc:  # asyncpg errors: PostgreSQL down or restarting
+                metrics.POSTGRES_ERRORS.labels(op="cursors").inc()
                 log.warning("cursors.flush_failed", extra={"error": repr(exc), "pending": self.pending})
                 self._wakeup.set()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from node import frames
+from node import frames, metrics, tracing
 from node.cluster.fanout import Fanout, MailboxContents
 from node.errors import NotMember, ValidationFailed
 from node.storage import Storage
@@ -35,6 +36,17 @@ from node.storage import Storage
 log = logging.getLogger(__name__)
 
 _MSG, _FRAME, _RESYNC, _TRIM = range(4)
+_LIVE = metrics.MESSAGES_DELIVERED.labels(path="live")
+_BACKLOG = metrics.MESSAGES_DELIVERED.labels(path="backlog")
+_FILLED = metrics.MESSAGES_DELIVERED.labels(path="fill")
+
+
+@dataclass(slots=True, frozen=True)
+class BatchMeta:
+    """Where a live batch came from: its commit time (wall clock) and trace context."""
+
+    committed_at: float
+    trace: tracing.Carrier
 _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
 
 
@@ -59,7 +71,7 @@ class DeviceSession:
         self.epoch = 0
         self._ws = ws
         self._deps = deps
-        self._outbox: deque[tuple[int, int, int, bytes]] = deque()
+        self._outbox: deque[tuple[int, int, int, bytes, BatchMeta | None]] = deque()
         self._wakeup = asyncio.Event()
         self._close_code: int | None = None
         self._close_reason = ""
@@ -67,6 +79,7 @@ class DeviceSession:
         self.acked: dict[int, int] = {}
         self._mailbox_high: dict[int, int] | None = None
         self._mailbox_count = 0
+        self._traces: dict[int, tracing.Carrier] = {}  # chat -> context of its last live message
         self.delivered = 0
 
     def __repr__(self) -> str:
@@ -76,31 +89,38 @@ class DeviceSession:
     def closing(self) -> bool:
         return self._close_code is not None
 
+    @property
+    def outbox_depth(self) -> int:
+        return len(self._outbox)
+
     # --- offered by the user actor (never block) -----------------------------------------------
 
-    def offer_messages(self, chat_id: int, entries: Sequence[tuple[int, bytes]]) -> None:
+    def offer_messages(
+        self, chat_id: int, entries: Sequence[tuple[int, bytes]], meta: BatchMeta | None = None
+    ) -> None:
         sent = self.sent.get(chat_id, -1)
         for seq, frame in entries:
             if seq > sent:
-                self._push((_MSG, chat_id, seq, frame))
+                self._push((_MSG, chat_id, seq, frame, meta))
 
     def offer_frame(self, frame: bytes) -> None:
-        self._push((_FRAME, 0, 0, frame))
+        self._push((_FRAME, 0, 0, frame, None))
 
     def request_resync(self) -> None:
         """Compare every chat with PostgreSQL and fill what this connection missed."""
-        self._push((_RESYNC, 0, 0, b""))
+        self._push((_RESYNC, 0, 0, b"", None))
 
     def close(self, code: int, reason: str) -> None:
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
             self._wakeup.set()
 
-    def _push(self, item: tuple[int, int, int, bytes]) -> None:
+    def _push(self, item: tuple[int, int, int, bytes, BatchMeta | None]) -> None:
         if self._close_code is not None:
             return
         if len(self._outbox) >= self._deps.outbox_limit:
             log.warning("session.outbox_overflow", extra={"user_id": self.user_id, "device": self.device_id})
+            metrics.SLOW_CONSUMERS.inc()
             self.close(WSCloseCode.TRY_AGAIN_LATER, "outbox overflow: reconnect to resume")
             return
         self._outbox.append(item)
@@ -123,13 +143,15 @@ class DeviceSession:
         if seq <= self.acked.get(chat_id, 0):
             return
         self.acked[chat_id] = seq
+        if self._traces:
+            tracing.event("ws.ack", parent=self._traces.pop(chat_id, {}), chat_id=chat_id, seq=seq)
         self._deps.cursors.mark(self.user_id, self.device_id, chat_id, seq)
         high = self._mailbox_high
         if high is not None and all(
             self.acked.get(chat, 0) >= top or chat not in self.sent for chat, top in high.items()
         ):
             self._mailbox_high = None
-            self._push((_TRIM, 0, 0, b""))
+            self._push((_TRIM, 0, 0, b"", None))
 
     # --- the writer task -------------------------------------------------------------------------
 
@@ -143,9 +165,9 @@ class DeviceSession:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                kind, chat_id, seq, frame = self._outbox.popleft()
+                kind, chat_id, seq, frame, meta = self._outbox.popleft()
                 if kind == _MSG:
-                    await self._write_message(chat_id, seq, frame)
+                    await self._write_message(chat_id, seq, frame, meta)
                 elif kind == _FRAME:
                     await self._send(frame)
                 elif kind == _RESYNC:
@@ -160,7 +182,9 @@ class DeviceSession:
     async def _send(self, frame: bytes) -> None:
         await self._ws.send_frame(frame, WSMsgType.TEXT)
 
-    async def _write_message(self, chat_id: int, seq: int, frame: bytes) -> None:
+    async def _write_message(
+        self, chat_id: int, seq: int, frame: bytes, meta: BatchMeta | None
+    ) -> None:
         sent = self.sent.get(chat_id)
         if sent is None:  # a chat joined after connecting: start where the device stands
             position = await self._deps.storage.messages.position(self.user_id, self.device_id, chat_id)
@@ -172,9 +196,19 @@ class DeviceSession:
             return
         if seq > sent + 1:
             await self._fill(chat_id, sent, seq - 1)
-        await self._send(frame)
+        if meta is not None and meta.trace:
+            with tracing.span(
+                "ws.deliver", parent=meta.trace, chat_id=chat_id, seq=seq, node=self._deps.node_id
+            ):
+                await self._send(frame)
+                self._traces[chat_id] = tracing.carrier()
+        else:
+            await self._send(frame)
         self.sent[chat_id] = seq
         self.delivered += 1
+        _LIVE.inc()
+        if meta is not None:
+            metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - meta.committed_at))
 
     async def _fill(self, chat_id: int, after: int, upto: int) -> None:
         """Send (after, upto] of a chat from PostgreSQL; older than the backlog limit: a gap."""
@@ -185,6 +219,7 @@ class DeviceSession:
             await self._send(frames.message_frame(message))
             self.sent[chat_id] = message.seq
             self.delivered += 1
+            _FILLED.inc()
         self.sent[chat_id] = max(self.sent.get(chat_id, 0), low)
 
     async def _sync(self) -> None:
@@ -222,12 +257,15 @@ class DeviceSession:
         if mailbox is not None and mailbox.count:
             self._mailbox_count = mailbox.count
             self._mailbox_high = mailbox.high_seqs()
+        _BACKLOG.inc(self.delivered)
+        metrics.BACKLOG_SIZE.observe(self.delivered)
         log.debug("session.synced", extra={"user_id": self.user_id, "delivered": self.delivered})
 
     async def _read_mailbox(self) -> MailboxContents | None:
         try:
             return await self._deps.fanout.read_mailbox(self.user_id)
         except (RedisError, OSError) as exc:  # the record is PostgreSQL: carry on without it
+            metrics.REDIS_ERRORS.labels(op="mailbox_read").inc()
             log.warning("session.mailbox_unreadable", extra={"user_id": self.user_id, "error": str(exc)})
             return None
 

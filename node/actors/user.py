@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from node import frames
 from node.actors.base import Actor, ActorRef
-from node.actors.session import DeviceSession
+from node.actors.session import BatchMeta, DeviceSession
 from node.cluster.fanout import Fanout
 from node.storage import Storage
 
@@ -45,6 +45,7 @@ class Detach:
 class DeliverMessages:
     chat_id: int
     entries: Sequence[tuple[int, bytes]]
+    meta: BatchMeta | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,7 +109,7 @@ class UserActor(Actor[UserMessage]):
     async def receive(self, message: UserMessage) -> None:
         if isinstance(message, DeliverMessages):
             for session in self.sessions.values():
-                session.offer_messages(message.chat_id, message.entries)
+                session.offer_messages(message.chat_id, message.entries, message.meta)
         elif isinstance(message, DeliverFrame):
             for session in self.sessions.values():
                 if session.device_id != message.skip_device:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from node import metrics
 from node.cluster import keys
 from node.cluster.identity import NodeIdentity
 
@@ -152,6 +153,7 @@ class Directory:
             elif self._leases.get(lease.key) is lease:
                 del self._leases[lease.key]
                 lease.lost = True
+                metrics.OWNERSHIP_CHANGES.labels(change="lost").inc()
                 log.warning("lease.lost", extra={"key": lease.key})
                 self._on_lost(lease.key)
 
@@ -162,6 +164,7 @@ class Directory:
             try:
                 await self.renew_all()
             except (RedisError, OSError) as exc:
+                metrics.REDIS_ERRORS.labels(op="lease_renew").inc()
                 log.warning("lease.renew_failed", extra={"error": str(exc), "held": len(self)})
 
     async def release_all(self) -> None:

@@ -58,6 +58,7 @@ class Deliver(_Envelope):
     chat_id: int
     user_ids: list[int]
     messages: list[MessageEntry]
+    committed_at: float  # wall clock of the commit, for the delivery latency metric
 
 
 class UserFrame(_Envelope):

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from node import metrics
 from node.cluster import keys
 from node.cluster.identity import NodeIdentity
 
@@ -60,6 +61,7 @@ class Membership:
                     await self._on_lost_memory()
                 first = False
             except (RedisError, OSError) as exc:
+                metrics.REDIS_ERRORS.labels(op="heartbeat").inc()
                 if self.healthy:
                     log.warning("membership.redis_down", extra={"error": str(exc)})
                 self.healthy = False

@@ -22,8 +22,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from node import metrics, tracing
 from node.actors.base import ActorRef, ActorRegistry, ActorStopped, MailboxFull
 from node.actors.chat import ChatActor, ChatCommand, ChatSignalCommand, SendCommand, SendOutcome
+from node.actors.session import BatchMeta
 from node.actors.user import (
     DeliverFrame,
     DeliverMessages,
@@ -65,7 +67,7 @@ class Router:
         user_factory: Callable[[int], UserActor],
         forward_timeout: float,
     ) -> None:
-        self._me = identity.incarnation
+        self._me = self.node = identity.incarnation
         self._directory = directory
         self._fanout = fanout
         self.chats = chats
@@ -206,17 +208,23 @@ class Router:
         """Stored messages to every device of every member: in-process here, one script call
         for the other nodes and the dormant members' mailboxes."""
         entries = [(e.seq, e.frame) for e in batch]
-        self._tell_users(member_ids, DeliverMessages(chat_id, entries))
+        meta = BatchMeta(time.time(), tracing.carrier())
+        self._tell_users(member_ids, DeliverMessages(chat_id, entries, meta))
         payload = envelopes.encode(envelopes.Deliver(
-            origin=self._me, chat_id=chat_id, user_ids=member_ids,
+            origin=self._me, chat_id=chat_id, user_ids=member_ids, trace=meta.trace,
+            committed_at=meta.committed_at,
             messages=[envelopes.MessageEntry(seq=s, frame=f.decode()) for s, f in entries],
         ))
         boxed = [mailbox_entry(chat_id, s, f) for s, f in entries]
         try:
-            await self._fanout.fanout(member_ids, payload, boxed)
+            result = await self._fanout.fanout(member_ids, payload, boxed)
         except _REDIS_DOWN as exc:
             self.redis_failures += 1
+            metrics.REDIS_ERRORS.labels(op="fanout").inc()
             log.warning("route.fanout_failed", extra={"chat_id": chat_id, "error": str(exc)})
+            return
+        if result.dormant:
+            metrics.MAILBOX_APPENDS.inc(result.dormant)
 
     async def to_users(
         self,
@@ -271,7 +279,11 @@ class Router:
     async def on_envelope(self, envelope: envelopes.Envelope) -> None:
         if isinstance(envelope, envelopes.Deliver):
             entries = [(m.seq, m.frame.encode()) for m in envelope.messages]
-            self._tell_users(envelope.user_ids, DeliverMessages(envelope.chat_id, entries))
+            with tracing.span(
+                "node.deliver", parent=envelope.trace, chat_id=envelope.chat_id, node=self._me
+            ):
+                meta = BatchMeta(envelope.committed_at, tracing.carrier())
+            self._tell_users(envelope.user_ids, DeliverMessages(envelope.chat_id, entries, meta))
         elif isinstance(envelope, envelopes.UserFrame):
             frame = envelope.frame.encode()
             for uid in envelope.user_ids:

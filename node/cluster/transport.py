@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from node import metrics
 from node.cluster import envelopes, keys
 from node.cluster.identity import NodeIdentity
 
@@ -62,6 +63,7 @@ class Transport:
                         await self._dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
+                metrics.REDIS_ERRORS.labels(op="subscribe").inc()
                 if not failed:
                     log.warning("transport.disconnected", extra={"error": str(exc)})
                 failed = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from node import metrics
 from node.frames import dumps
 from node.http import auth, chats, health, messages, users
 from node.http.endpoints import Endpoint, register
@@ -38,7 +39,12 @@ def setup_routes(app: web.Application) -> None:
     async def docs(request: web.Request) -> web.Response:
         return web.Response(text=DOCS_HTML, content_type="text/html")
 
+    async def prometheus(request: web.Request) -> web.Response:
+        body, content_type = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     app.router.add_get(OPENAPI_PATH, openapi_json)
+    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/docs", docs)
 
     app.router.add_get(WS_PATH, websocket_handler)

@@ -15,7 +15,9 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
-from node import errors, frames
+from opentelemetry.trace import SpanKind
+
+from node import errors, frames, tracing
 from node.actors.chat import SendOutcome
 from node.actors.session import DeviceSession
 from node.http.auth import authenticate
@@ -78,6 +80,14 @@ class FrameReader:
         self._max_bytes = max_bytes
 
     async def handle(self, data: str) -> None:
+        """One frame, as the root span of its own trace when tracing is on."""
+        if not tracing.enabled():
+            await self._handle(data)
+            return
+        with tracing.span("ws.frame", root=True, kind=SpanKind.SERVER, user_id=self._session.user_id):
+            await self._handle(data)
+
+    async def _handle(self, data: str) -> None:
         session = self._session
         ref: str | None = None
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from node import errors
+from node import errors, tracing
 from node.actors.chat import ChatSignalCommand, SendCommand, SendOutcome
 from node.cluster.router import Router
 from node.domain import Message
@@ -57,7 +57,7 @@ class MessageService:
         if not self._limiter.allow(user_id):
             raise errors.RateLimited()
         await self._router.send(
-            SendCommand(chat_id, user_id, client_msg_id, text, (), reply)
+            SendCommand(chat_id, user_id, client_msg_id, text, (), reply, tracing.carrier())
         )
 
     async def send(
