@@ -8,6 +8,8 @@ template database; every test gets its own clone and a flushed Redis database.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,27 +30,36 @@ TEST_REDIS_DB = 9
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def servers_dir() -> Iterator[Path]:
+    """Where the session's throwaway servers live: a directory of its own, not pytest's
+    rotating basetemp (a concurrent pytest session may delete an old basetemp under them)."""
+    path = Path(tempfile.mkdtemp(prefix="messenger-test-servers-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(servers_dir: Path) -> Iterator[str]:
     url = os.environ.get("MESSENGER_TEST_DATABASE_URL")
     if url:
         yield url
         return
     from node.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    server = EmbeddedPostgres(servers_dir / "postgres")
     yield server.start()
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server_url(servers_dir: Path) -> Iterator[str]:
     url = os.environ.get("MESSENGER_TEST_REDIS_URL")
     if url:
         yield url
         return
     from node.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    server = EmbeddedRedis(servers_dir / "redis", persistent=False)
     yield server.start()
     server.stop()
 

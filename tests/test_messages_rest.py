@@ -348,12 +348,14 @@ async def test_concurrent_repeats_of_one_client_msg_id_store_one_message(
 
 @pytest.fixture
 async def limited_api(
+    database_url: str,
+    redis_url: str,
     node_factory: Callable[..., Any],
     http: aiohttp.ClientSession,
     tmp_path: Path,
-    database_url: str,
-    redis_url: str,
 ) -> Api:
+    """A node allowing a burst of 3 sends per user, refilled too slowly to matter here. (The
+    database is requested before `node_factory` so that the node stops before it is dropped.)"""
     settings = make_settings(
         tmp_path, database_url=database_url, redis_url=redis_url, rate_burst=3, rate_per_second=0.01
     )

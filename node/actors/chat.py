@@ -207,8 +207,14 @@ class ChatActor(Actor[ChatCommand]):
         if created:
             metrics.MESSAGES_ACCEPTED.inc(len(created))
             await self._router.deliver(self.chat_id, self._members, created)
+        replied: set[tuple[int, str]] = set()
         for command in sends:
-            command.reply(outcomes[first[(command.sender_id, command.client_msg_id)]])
+            key = (command.sender_id, command.client_msg_id)
+            outcome = outcomes[first[key]]
+            if key in replied and outcome.status == "created":  # a repeat within the batch
+                outcome = SendOutcome("duplicate", outcome.message, outcome.message_json)
+            replied.add(key)
+            command.reply(outcome)
 
     def _hand_over(self, commands: list[SendCommand], why: str) -> None:
         """This node may no longer write the chat: stop, and let the rest go to the owner."""
