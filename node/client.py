@@ -45,11 +45,7 @@ async def run_chat(base: str, username: str, password: str, peer: str, device: s
         client = ChatClient(http, base)
         await client.sign_in(username, password)
         _, me = await client.call("GET", "/users/me")
-        _, found = await client.call("GET", "/users", params={"q": peer, "limit": "20"})
-        match = [u for u in found["items"] if u["username"].lower() == peer.lower()]
-        if not match:
-            print(f"no user named {peer!r} yet: ask them to run this command first", file=sys.stderr)
-            return 1
+        match = await _find_user(client, peer)
         names = {me["id"]: username, match[0]["id"]: match[0]["username"]}
         status, chat = await client.call("POST", "/chats", json={"kind": "direct", "user_id": match[0]["id"]})
         if status not in (200, 201):
@@ -65,6 +61,20 @@ async def run_chat(base: str, username: str, password: str, peer: str, device: s
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
     return 0
+
+
+async def _find_user(client: ChatClient, username: str) -> list[dict[str, Any]]:
+    """The user named `username`, waiting (politely) until they have signed up."""
+    told = False
+    while True:
+        _, found = await client.call("GET", "/users", params={"q": username, "limit": "20"})
+        match = [u for u in found["items"] if u["username"].lower() == username.lower()]
+        if match:
+            return match
+        if not told:
+            print(f"waiting for {username} to sign up (run the same command as {username})...")
+            told = True
+        await asyncio.sleep(1.0)
 
 
 async def _show(ws: aiohttp.ClientWebSocketResponse, names: dict[str, str], chat_id: str) -> None:

@@ -27,6 +27,7 @@ from node.services.messages import MessageService
 
 log = logging.getLogger(__name__)
 
+_CLOSE_TIMEOUT = 2.0
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _WS_CODES = {
     "conflict": "idempotency_conflict",
@@ -43,7 +44,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         raise errors.ValidationFailed("device_id: 1-64 of [A-Za-z0-9_.:-]")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat, max_msg_size=settings.max_frame_bytes * 4
+        heartbeat=settings.ws_heartbeat,
+        max_msg_size=settings.max_frame_bytes * 4,
+        timeout=_CLOSE_TIMEOUT,  # how long a close waits for the client's close frame
     )
     if not ws.can_prepare(request).ok:
         raise errors.BadRequest("expected a WebSocket upgrade", code="upgrade_required")
