@@ -28,13 +28,6 @@ from tests.support import Account, Api, WsClient
 NodeFactory = Callable[[Settings], Awaitable[TestServer]]
 
 
-@pytest.fixture(autouse=True)
-def _database_outlives_nodes(database_url: str, redis_url: str) -> None:
-    """Set the database and Redis up before any node so that they are torn down after it (the
-    conftest's `node_factory` does not depend on them: without this, a node stopping after its
-    database was dropped fails its last ack flush)."""
-
-
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -44,8 +37,12 @@ async def pair(api: Api) -> tuple[Account, Account, str]:
 
 
 async def node_api(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str, **overrides: Any,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    **overrides: Any,
 ) -> tuple[TestServer, Api]:
     """A node with other settings (same database and Redis) and a REST/WS client for it."""
     settings = make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **overrides)
@@ -81,8 +78,9 @@ async def processed(ws: WsClient) -> None:
     await ws.next("pong", where=lambda f: len(ws.of_kind("pong")) > pongs)
 
 
-async def poll(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
-               timeout: float = 5.0) -> tuple[Any, float]:
+async def poll(
+    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], deadline: float = 5.0
+) -> tuple[Any, float]:
     """Poll a database (PostgreSQL or Redis) until `done(value)`: there is no event to wait on.
     Returns the value and the seconds it took."""
     start = time.monotonic()
@@ -90,18 +88,22 @@ async def poll(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
         value = await probe()
         if done(value):
             return value, time.monotonic() - start
-        assert time.monotonic() - start < timeout, f"still {value!r} after {timeout}s"
+        assert time.monotonic() - start < deadline, f"still {value!r} after {deadline}s"
         await asyncio.sleep(0.02)
 
 
-def cursor_probe(storage: Storage, user: Account, device: str, chat_id: str
-                 ) -> Callable[[], Awaitable[Any]]:
+def cursor_probe(
+    storage: Storage, user: Account, device: str, chat_id: str
+) -> Callable[[], Awaitable[Any]]:
     async def probe() -> Any:
         return await storage.pool.fetchval(
             "SELECT acked_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2"
             " AND chat_id = $3",
-            int(user.id), device, int(chat_id),
+            int(user.id),
+            device,
+            int(chat_id),
         )
+
     return probe
 
 
@@ -198,7 +200,7 @@ async def test_ack_is_durable_and_acked_messages_never_come_again(
     wb = await api.ws(b, "d1")
     assert seqs(await wb.messages(5, chat)) == [1, 2, 3, 4, 5]
     await wb.ack(chat, 3)
-    value, took = await poll(cursor_probe(storage, b, "d1", chat), lambda v: v == 3)
+    _value, took = await poll(cursor_probe(storage, b, "d1", chat), lambda v: v == 3)
     assert took < 1.0, f"ack became durable after {took:.2f}s"  # contract: within 250 ms
     wb = await reconnect(api, wb, b, "d1")
     assert seqs(await wb.messages(2, chat)) == [4, 5]  # the unacked ones come again
@@ -212,13 +214,16 @@ async def test_ack_is_durable_and_acked_messages_never_come_again(
 
 
 async def test_acked_message_is_not_resent_on_an_immediate_reconnect(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
-    """"A device that acked seq never receives that message again"; only an ack that was not
+    """ "A device that acked seq never receives that message again"; only an ack that was not
     durable when its node *died* may let a message come again. Here the node lives on: an ack
     still waiting for its batch flush (at most 250 ms) must count on a reconnect."""
-    server, api = await node_api(
+    _server, api = await node_api(
         node_factory, http, tmp_path, database_url, redis_url, ack_flush_interval=0.25
     )
     try:
@@ -314,10 +319,13 @@ async def test_removed_member_gets_nothing_more(api: Api) -> None:
 
 
 async def test_backlog_limit_sends_a_gap_then_the_newest(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
-    server, api = await node_api(
+    _server, api = await node_api(
         node_factory, http, tmp_path, database_url, redis_url, backlog_limit=5
     )
     try:
@@ -328,7 +336,9 @@ async def test_backlog_limit_sends_a_gap_then_the_newest(
         assert seqs(got) == [8, 9, 10, 11, 12]
         gap = wb.of_kind("gap")
         assert gap == [{"type": "gap", "chat_id": chat, "after_seq": 0, "before_seq": 8}]
-        assert frames_of_chat(wb, chat) == [("gap", (0, 8))] + [("message", s) for s in range(8, 13)]
+        assert frames_of_chat(wb, chat) == [("gap", (0, 8))] + [
+            ("message", s) for s in range(8, 13)
+        ]
         skipped = await api.history(b, chat, after_seq=0, before_seq=8)
         assert seqs(skipped) == list(range(1, 8))  # the range the gap names, over REST
         await api.send(a, chat, "live")
@@ -339,10 +349,14 @@ async def test_backlog_limit_sends_a_gap_then_the_newest(
 
 
 async def test_backlog_limit_gap_starts_at_the_devices_cursor(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str, storage: Storage,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    storage: Storage,
 ) -> None:
-    server, api = await node_api(
+    _server, api = await node_api(
         node_factory, http, tmp_path, database_url, redis_url, backlog_limit=5
     )
     try:
@@ -364,10 +378,13 @@ async def test_backlog_limit_gap_starts_at_the_devices_cursor(
 
 
 async def test_backlog_at_the_limit_has_no_gap(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
-    server, api = await node_api(
+    _server, api = await node_api(
         node_factory, http, tmp_path, database_url, redis_url, backlog_limit=5
     )
     try:
@@ -392,7 +409,7 @@ async def test_messages_for_a_dormant_user_land_in_the_mailbox_and_are_delivered
     assert seqs(await wa.messages(4, chat)) == [1, 2, 3, 4]
     assert await redis.llen(mailbox_key(b)) == 4
     assert await redis.llen(mailbox_key(a)) == 0
-    entries = await redis.lrange(mailbox_key(b), 0, -1)
+    entries: list[bytes] = await redis.lrange(mailbox_key(b), 0, -1)  # type: ignore[assignment]
     assert [e.split(b":", 2)[:2] for e in entries] == [
         [chat.encode(), str(s).encode()] for s in range(1, 5)
     ]
@@ -423,7 +440,7 @@ async def test_the_mailbox_is_kept_until_everything_read_from_it_is_acked(
 async def test_sender_without_devices_gets_its_own_messages_through_the_mailbox(
     api: Api, redis: aioredis.Redis
 ) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     await send_rest(api, a, chat, 3)
     assert await redis.llen(mailbox_key(a)) == 3
     wa = await api.ws(a)
@@ -455,10 +472,10 @@ async def test_backlog_is_complete_when_the_mailbox_misses_entries(
     a, b, chat = await pair(api)
     await send_rest(api, a, chat, 6)
     key = mailbox_key(b)
-    entries = await redis.lrange(key, 0, -1)
+    entries: list[bytes] = await redis.lrange(key, 0, -1)  # type: ignore[assignment]
     assert len(entries) == 6
     victim = {"middle": entries[2], "oldest": entries[0], "newest": entries[5]}[tamper]
-    assert await redis.lrem(key, 1, victim) == 1
+    assert await redis.lrem(key, 1, victim) == 1  # type: ignore[arg-type]
     assert await redis.llen(key) == 5
     wb = await api.ws(b)
     got = await wb.messages(6, chat)
@@ -467,15 +484,21 @@ async def test_backlog_is_complete_when_the_mailbox_misses_entries(
     await wb.quiet("message", 0.3)
 
 
-async def test_mailbox_of_an_acked_device_does_not_resend(
+async def test_mailbox_trimmed_by_one_device_loses_nothing_for_another(
     api: Api, redis: aioredis.Redis, storage: Storage
 ) -> None:
-    """A second device reading a mailbox that still holds what the first device acked gets
-    everything it has not acked itself, once."""
+    """The mailbox is per user, cursors are per device: what one device read from it and acked
+    (and so trimmed) still reaches the user's other devices, once each."""
     a, b, chat = await pair(api)
     await send_rest(api, a, chat, 3)
+    assert await redis.llen(mailbox_key(b)) == 3
     b1 = await api.ws(b, "d1")
     assert seqs(await b1.messages(3, chat)) == [1, 2, 3]
+    b2 = await api.ws(b, "d2")
+    assert seqs(await b2.messages(3, chat)) == [1, 2, 3]
+    await b2.close()
+    await b1.ack(chat, 3)
+    await poll(lambda: redis.llen(mailbox_key(b)), lambda n: n == 0)
     b2 = await api.ws(b, "d2")
     assert seqs(await b2.messages(3, chat)) == [1, 2, 3]
     await b2.quiet("message", 0.3)
@@ -532,9 +555,7 @@ async def test_reconnect_during_a_burst_sees_each_seq_once_per_connection(api: A
 # --- the same device twice -----------------------------------------------------------------------
 
 
-async def test_the_same_device_connecting_again_closes_the_older_socket_with_4001(
-    api: Api
-) -> None:
+async def test_the_same_device_connecting_again_closes_the_older_socket_with_4001(api: Api) -> None:
     a, b, chat = await pair(api)
     await api.send(a, chat, "before")
     old = await api.ws(b, "phone")
@@ -551,7 +572,7 @@ async def test_the_same_device_connecting_again_closes_the_older_socket_with_400
 
 
 async def test_a_different_device_does_not_close_the_first(api: Api) -> None:
-    a, b, chat = await pair(api)
+    _a, b, _chat = await pair(api)
     first = await api.ws(b, "phone")
     await api.ws(b, "laptop")
     await processed(first)
@@ -577,13 +598,18 @@ async def _read_until_closed(ws: aiohttp.ClientWebSocketResponse) -> list[dict[s
         msg = await ws.receive(timeout=20)
         if msg.type == aiohttp.WSMsgType.TEXT:
             out.append(msg.json())
-        elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                          aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+        elif msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        ):
             return out
 
 
-async def _slow_reader(api: Api, who: Account, device: str
-                       ) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+async def _slow_reader(
+    api: Api, who: Account, device: str
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
     """A WebSocket nobody reads (no reader task) over a socket with a 4 KiB receive buffer
     and 1 KiB segments."""
     session = aiohttp.ClientSession(
@@ -591,7 +617,8 @@ async def _slow_reader(api: Api, who: Account, device: str
     )
     ws = await session.ws_connect(
         f"{api.base}/api/v1/ws?device_id={device}",
-        headers={"Authorization": f"Bearer {who.token}"}, heartbeat=None,
+        headers={"Authorization": f"Bearer {who.token}"},
+        heartbeat=None,
     )
     # aiohttp would otherwise keep reading the socket into its own buffer (some 100s of KiB)
     # although nobody calls receive(); stop that too, as a client whose app hangs would.
@@ -606,10 +633,13 @@ def _protocol(ws: aiohttp.ClientWebSocketResponse) -> Any:
 
 
 async def test_a_socket_that_is_not_read_is_closed_with_1013_and_resumes(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
-    server, api = await node_api(
+    _server, api = await node_api(
         node_factory, http, tmp_path, database_url, redis_url, outbox_limit=16
     )
     a, b = await api.account(), await api.account()
@@ -638,13 +668,16 @@ async def test_a_socket_that_is_not_read_is_closed_with_1013_and_resumes(
 
 
 async def test_a_client_that_never_reads_is_disconnected(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
     """Contract: "a client that does not read its socket is disconnected rather than buffered".
     Observed without reading the socket: the user's only device goes away, so its contact is
     told `presence` offline (grace 0.2 s; within 5 s of the device leaving)."""
-    server, api = await node_api(
+    _server, api = await node_api(
         node_factory, http, tmp_path, database_url, redis_url, outbox_limit=16
     )
     a, b = await api.account(), await api.account()
@@ -668,8 +701,12 @@ async def test_a_client_that_never_reads_is_disconnected(
 
 
 async def test_node_shutdown_closes_sockets_with_1001_and_a_new_node_resumes(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str, storage: Storage,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    storage: Storage,
 ) -> None:
     server, api = await node_api(node_factory, http, tmp_path / "one", database_url, redis_url)
     a, b, chat = await pair(api)
@@ -685,7 +722,7 @@ async def test_node_shutdown_closes_sockets_with_1001_and_a_new_node_resumes(
         assert ws.ws.close_code == 1001
     assert await cursor_probe(storage, b, "d1", chat)() == 2
     await api.close()
-    server2, api2 = await node_api(node_factory, http, tmp_path / "two", database_url, redis_url)
+    _server2, api2 = await node_api(node_factory, http, tmp_path / "two", database_url, redis_url)
     try:
         wb = await api2.ws(b, "d1")
         assert seqs(await wb.messages(1, chat)) == [3]
@@ -698,8 +735,11 @@ async def test_node_shutdown_closes_sockets_with_1001_and_a_new_node_resumes(
 
 
 async def test_node_shutdown_with_many_sockets_is_prompt(
-    node_factory: NodeFactory, http: aiohttp.ClientSession, tmp_path: Path,
-    database_url: str, redis_url: str,
+    node_factory: NodeFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
     """Closing a node with many idle sockets finishes promptly (every socket gets 1001)."""
     server, api = await node_api(node_factory, http, tmp_path, database_url, redis_url)

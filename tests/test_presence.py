@@ -9,15 +9,7 @@ import asyncio
 import time
 from typing import Any
 
-import pytest
-
 from tests.support import Account, Api, WsClient
-
-
-@pytest.fixture(autouse=True)
-def _database_outlives_nodes(database_url: str, redis_url: str) -> None:
-    """Set the database and Redis up before any node so that they are torn down after it (the
-    conftest's `node_factory` does not depend on them)."""
 
 
 def about(user: Account, online: bool) -> dict[str, Any]:
@@ -38,10 +30,12 @@ async def settled(ws: WsClient, chat_id: str) -> WsClient:
     return ws
 
 
-async def next_about(ws: WsClient, user: Account, online: bool, timeout: float = 10.0
-                     ) -> dict[str, Any]:
+async def next_about(
+    ws: WsClient, user: Account, online: bool, within: float = 10.0
+) -> dict[str, Any]:
     return await ws.next(
-        "presence", timeout=timeout,
+        "presence",
+        timeout=within,
         where=lambda f: f["user_id"] == user.id and f["online"] is online,
     )
 
@@ -67,7 +61,7 @@ async def test_the_last_device_leaving_is_announced_offline_within_5s(api: Api) 
     await wa.quiet("presence", 0.6)  # b is still online on d2
     await b2.close()
     start = time.monotonic()
-    assert await next_about(wa, b, False, timeout=6) == about(b, False)
+    assert await next_about(wa, b, False, within=6) == about(b, False)
     assert time.monotonic() - start < 5.0
     await wa.quiet("presence", 0.4)
     assert presence_of(wa, b) == [True, False]
@@ -118,7 +112,10 @@ async def test_users_who_share_no_chat_get_no_presence(api: Api) -> None:
 async def test_a_new_connection_is_told_which_contacts_are_online(api: Api) -> None:
     b = await api.account()
     online_direct, online_group, offline_contact, stranger = (
-        await api.account(), await api.account(), await api.account(), await api.account(),
+        await api.account(),
+        await api.account(),
+        await api.account(),
+        await api.account(),
     )
     chats = {
         online_direct.id: await api.direct(b, online_direct),
@@ -149,4 +146,3 @@ async def test_a_replaced_device_is_no_offline(api: Api) -> None:
     assert old.ws.close_code == 4001
     await wa.quiet("presence", 0.8)
     assert presence_of(wa, b) == [True]
-

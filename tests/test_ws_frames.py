@@ -31,13 +31,6 @@ from tests.support import Account, Api, WsClient
 ANY = object()  # "the error frame may or may not carry a ref"
 
 
-@pytest.fixture(autouse=True)
-def _database_outlives_nodes(database_url: str, redis_url: str) -> None:
-    """Set the database and Redis up before any node so that they are torn down after it (the
-    conftest's `node_factory` does not depend on them: without this, a node stopping after its
-    database was dropped fails its last ack flush)."""
-
-
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -136,12 +129,15 @@ async def test_bad_token_in_query_is_refused_with_401(api: Api) -> None:
 
 
 async def test_token_in_query_works(api: Api, settings: Settings) -> None:
-    a, b, chat = await pair(api)
+    a, _b, _chat = await pair(api)
     ws = await api.http.ws_connect(f"{api.base}/api/v1/ws?device_id=browser&token={a.token}")
     try:
         ready = await ws.receive_json(timeout=10)
         assert ready == {
-            "type": "ready", "user_id": a.id, "device_id": "browser", "node_id": settings.node_id,
+            "type": "ready",
+            "user_id": a.id,
+            "device_id": "browser",
+            "node_id": settings.node_id,
         }
         await ws.send_json({"type": "ping"})
         assert await ws.receive_json(timeout=10) == {"type": "pong"}
@@ -165,7 +161,10 @@ async def test_ready_is_the_first_frame(api: Api, settings: Settings) -> None:
     await api.send(b, chat, "waiting in the backlog")
     ws = await api.ws(a, "phone-1")
     assert ws.seen[0] == {
-        "type": "ready", "user_id": a.id, "device_id": "phone-1", "node_id": settings.node_id,
+        "type": "ready",
+        "user_id": a.id,
+        "device_id": "phone-1",
+        "node_id": settings.node_id,
     }
     await ws.messages(1, chat)
     assert ws.seen[0]["type"] == "ready" and ws.seen[1]["type"] == "message"
@@ -194,10 +193,21 @@ async def test_send_gives_sent_and_message_to_sender_and_message_to_peer(api: Ap
     assert sent["client_msg_id"] == cmid
     m = sent["message"]
     assert set(m) == {
-        "id", "chat_id", "seq", "sender_id", "client_msg_id", "text", "attachments", "created_at",
+        "id",
+        "chat_id",
+        "seq",
+        "sender_id",
+        "client_msg_id",
+        "text",
+        "attachments",
+        "created_at",
     }
     assert (m["chat_id"], m["seq"], m["sender_id"], m["client_msg_id"], m["text"]) == (
-        chat, 1, a.id, cmid, "hello",
+        chat,
+        1,
+        a.id,
+        cmid,
+        "hello",
     )
     assert m["attachments"] == []
     assert isinstance(m["id"], str) and m["created_at"].endswith("Z")
@@ -220,7 +230,8 @@ async def test_repeated_client_msg_id_returns_the_original_and_stores_nothing(ap
     for ws in (wa, wb):
         got = await ws.messages(2, chat)
         assert [(x["seq"], x["client_msg_id"], x["text"]) for x in got] == [
-            (1, cmid, "first"), (2, other, "next"),
+            (1, cmid, "first"),
+            (2, other, "next"),
         ]
     await wb.quiet("message", 0.3)
     assert [x["seq"] for x in await api.history(a, chat)] == [1, 2]
@@ -240,7 +251,7 @@ async def test_same_client_msg_id_twice_in_one_burst_stores_one_message(api: Api
 
 
 async def test_repeat_of_a_rest_send_over_websocket_returns_the_original(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     r = await api.send(a, chat, "over rest", cmid="rest-1")
     assert r.status == 201
     wa = await api.ws(a)
@@ -251,7 +262,7 @@ async def test_repeat_of_a_rest_send_over_websocket_returns_the_original(api: Ap
 
 
 async def test_send_to_a_chat_you_are_not_in_is_not_member(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     c = await api.account()
     wc = await api.ws(c)
     cmid = await wc.send_message(chat, "let me in")
@@ -264,7 +275,7 @@ async def test_send_to_a_chat_you_are_not_in_is_not_member(api: Api) -> None:
 
 
 async def test_send_to_a_chat_that_does_not_exist_is_not_member(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     wa = await api.ws(a)
     cmid = await wa.send_message("987654321", "anyone?")
     err = await wa.next("error")
@@ -274,7 +285,7 @@ async def test_send_to_a_chat_that_does_not_exist_is_not_member(api: Api) -> Non
 
 
 async def test_client_msg_id_reused_in_another_chat_is_idempotency_conflict(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     c = await api.account()
     other = await api.direct(a, c)
     wa, wc = await api.ws(a), await api.ws(c)
@@ -290,12 +301,11 @@ async def test_client_msg_id_reused_in_another_chat_is_idempotency_conflict(api:
 
 
 async def test_unknown_attachment_is_refused_with_ref(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     wa = await api.ws(a)
     cmid = uuid.uuid4().hex
-    await wa.send(
-        {"type": "send", "chat_id": chat, "client_msg_id": cmid, "text": "see", "attachments": ["42"]}
-    )
+    frame = {"type": "send", "chat_id": chat, "client_msg_id": cmid, "text": "see"}
+    await wa.send({**frame, "attachments": ["42"]})
     err = await wa.next("error")
     error_shape(err)
     assert err["ref"] == cmid and err["code"] != "internal_error"
@@ -304,17 +314,23 @@ async def test_unknown_attachment_is_refused_with_ref(api: Api) -> None:
 
 
 async def test_rate_limited_send_is_an_error_frame_and_keeps_the_connection(
-    node_factory: Callable[[Settings], Any], tmp_path: Path, database_url: str, redis_url: str,
+    node_factory: Callable[[Settings], Any],
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
     settings = make_settings(
-        tmp_path, database_url=database_url, redis_url=redis_url,
-        rate_burst=3, rate_per_second=0.001,
+        tmp_path,
+        database_url=database_url,
+        redis_url=redis_url,
+        rate_burst=3,
+        rate_per_second=0.001,
     )
     server: TestServer = await node_factory(settings)
     api = Api(http, str(server.make_url("")))
     try:
-        a, b, chat = await pair(api)
+        a, _b, chat = await pair(api)
         wa = await api.ws(a)
         cmids = [await wa.send_message(chat, f"m{i}") for i in range(4)]
         err = await wa.next("error")
@@ -352,58 +368,149 @@ INVALID: list[tuple[str, Callable[[str], str | bytes], str, object]] = [
     ("no_type", lambda c: orjson.dumps({"chat_id": c}).decode(), "invalid_frame", None),
     ("unknown_type", lambda c: '{"type": "subscribe", "chat_id": "1"}', "invalid_frame", None),
     ("type_not_string", lambda c: '{"type": 5}', "invalid_frame", None),
-    ("send_without_text", lambda c: orjson.dumps(_without(_send(c), "text")).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_without_chat_id", lambda c: orjson.dumps(_without(_send(c), "chat_id")).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_without_client_msg_id",
-     lambda c: orjson.dumps(_without(_send(c), "client_msg_id")).decode(), "invalid_frame", None),
-    ("send_extra_field", lambda c: orjson.dumps(_send(c, priority="high")).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_chat_id_bool", lambda c: orjson.dumps(_send(c, chat_id=True)).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_chat_id_not_digits", lambda c: orjson.dumps(_send(c, chat_id="abc")).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_chat_id_zero", lambda c: orjson.dumps(_send(c, chat_id="0")).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_chat_id_list", lambda c: orjson.dumps(_send(c, chat_id=[c])).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_text_number", lambda c: orjson.dumps(_send(c, text=123)).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_text_empty", lambda c: orjson.dumps(_send(c, text="")).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_text_too_long", lambda c: orjson.dumps(_send(c, text="x" * 4001)).decode(),
-     "invalid_frame", "cm-1"),
-    ("send_client_msg_id_too_long",
-     lambda c: orjson.dumps(_send(c, client_msg_id="k" * 65)).decode(), "invalid_frame", ANY),
-    ("send_client_msg_id_number", lambda c: orjson.dumps(_send(c, client_msg_id=7)).decode(),
-     "invalid_frame", None),
-    ("send_attachments_not_list", lambda c: orjson.dumps(_send(c, attachments="abc")).decode(),
-     "invalid_frame", "cm-1"),
-    ("ack_without_seq", lambda c: orjson.dumps({"type": "ack", "chat_id": c}).decode(),
-     "invalid_frame", None),
-    ("ack_negative_seq", lambda c: orjson.dumps({"type": "ack", "chat_id": c, "seq": -1}).decode(),
-     "invalid_frame", None),
-    ("ack_seq_text", lambda c: orjson.dumps({"type": "ack", "chat_id": c, "seq": "one"}).decode(),
-     "invalid_frame", None),
-    ("ack_seq_float", lambda c: orjson.dumps({"type": "ack", "chat_id": c, "seq": 1.5}).decode(),
-     "invalid_frame", None),
+    (
+        "send_without_text",
+        lambda c: orjson.dumps(_without(_send(c), "text")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_without_chat_id",
+        lambda c: orjson.dumps(_without(_send(c), "chat_id")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_without_client_msg_id",
+        lambda c: orjson.dumps(_without(_send(c), "client_msg_id")).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "send_extra_field",
+        lambda c: orjson.dumps(_send(c, priority="high")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_chat_id_bool",
+        lambda c: orjson.dumps(_send(c, chat_id=True)).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_chat_id_not_digits",
+        lambda c: orjson.dumps(_send(c, chat_id="abc")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_chat_id_zero",
+        lambda c: orjson.dumps(_send(c, chat_id="0")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_chat_id_list",
+        lambda c: orjson.dumps(_send(c, chat_id=[c])).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_text_number",
+        lambda c: orjson.dumps(_send(c, text=123)).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_text_empty",
+        lambda c: orjson.dumps(_send(c, text="")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_text_too_long",
+        lambda c: orjson.dumps(_send(c, text="x" * 4001)).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "send_client_msg_id_too_long",
+        lambda c: orjson.dumps(_send(c, client_msg_id="k" * 65)).decode(),
+        "invalid_frame",
+        ANY,
+    ),
+    (
+        "send_client_msg_id_number",
+        lambda c: orjson.dumps(_send(c, client_msg_id=7)).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "send_attachments_not_list",
+        lambda c: orjson.dumps(_send(c, attachments="abc")).decode(),
+        "invalid_frame",
+        "cm-1",
+    ),
+    (
+        "ack_without_seq",
+        lambda c: orjson.dumps({"type": "ack", "chat_id": c}).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "ack_negative_seq",
+        lambda c: orjson.dumps({"type": "ack", "chat_id": c, "seq": -1}).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "ack_seq_text",
+        lambda c: orjson.dumps({"type": "ack", "chat_id": c, "seq": "one"}).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "ack_seq_float",
+        lambda c: orjson.dumps({"type": "ack", "chat_id": c, "seq": 1.5}).decode(),
+        "invalid_frame",
+        None,
+    ),
     ("ack_without_chat_id", lambda c: '{"type": "ack", "seq": 1}', "invalid_frame", None),
     ("typing_without_chat_id", lambda c: '{"type": "typing"}', "invalid_frame", None),
-    ("typing_extra_field",
-     lambda c: orjson.dumps({"type": "typing", "chat_id": c, "until": 5}).decode(),
-     "invalid_frame", None),
-    ("read_without_seq", lambda c: orjson.dumps({"type": "read", "chat_id": c}).decode(),
-     "invalid_frame", None),
-    ("read_seq_text", lambda c: orjson.dumps({"type": "read", "chat_id": c, "seq": "x"}).decode(),
-     "invalid_frame", None),
+    (
+        "typing_extra_field",
+        lambda c: orjson.dumps({"type": "typing", "chat_id": c, "until": 5}).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "read_without_seq",
+        lambda c: orjson.dumps({"type": "read", "chat_id": c}).decode(),
+        "invalid_frame",
+        None,
+    ),
+    (
+        "read_seq_text",
+        lambda c: orjson.dumps({"type": "read", "chat_id": c, "seq": "x"}).decode(),
+        "invalid_frame",
+        None,
+    ),
     ("ping_extra_field", lambda c: '{"type": "ping", "x": 1}', "invalid_frame", None),
     ("binary_frame", lambda c: b'{"type": "ping"}', "invalid_frame", None),
     ("binary_garbage", lambda c: b"\x00\xff\x10", "invalid_frame", None),
-    ("send_over_max_frame_bytes",
-     lambda c: orjson.dumps(_send(c, text="y" * 100_000)).decode(), "too_large", "cm-1"),
-    ("ping_over_max_frame_bytes",
-     lambda c: orjson.dumps({"type": "ping", "pad": "z" * 100_000}).decode(), "too_large", None),
+    (
+        "send_over_max_frame_bytes",
+        lambda c: orjson.dumps(_send(c, text="y" * 100_000)).decode(),
+        "too_large",
+        "cm-1",
+    ),
+    (
+        "ping_over_max_frame_bytes",
+        lambda c: orjson.dumps({"type": "ping", "pad": "z" * 100_000}).decode(),
+        "too_large",
+        None,
+    ),
     ("non_json_over_max_frame_bytes", lambda c: "q" * 100_000, "too_large", None),
 ]
 
@@ -440,7 +547,7 @@ async def test_invalid_frame_is_an_error_frame_and_the_connection_stays_open(
 
 
 async def test_many_refused_frames_in_a_row_keep_one_connection(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     wa = await api.ws(a)
     built = [case[1](chat) for case in INVALID]
     for data in built:
@@ -473,7 +580,7 @@ async def test_ack_above_last_seq_is_refused_and_not_recorded(api: Api, storage:
 
 
 async def test_ack_of_a_chat_you_are_not_in_is_not_member(api: Api, storage: Storage) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     c = await api.account()
     await api.send(a, chat, "private")
     wc = await api.ws(c)
@@ -489,7 +596,8 @@ async def test_ack_of_a_chat_you_are_not_in_is_not_member(api: Api, storage: Sto
     async with storage.pool.acquire() as conn:
         count = await conn.fetchval(
             "SELECT count(*) FROM device_cursors WHERE user_id = $1 AND chat_id = $2",
-            int(c.id), int(chat),
+            int(c.id),
+            int(chat),
         )
     assert count == 0
 
@@ -507,7 +615,9 @@ async def test_ack_is_silent_on_success(api: Api) -> None:
     assert wa.of_kind("error") == []
 
 
-async def wait_cursor(storage: Storage, user_id: str, chat_id: str, done: Callable[[Any], bool]) -> Any:
+async def wait_cursor(
+    storage: Storage, user_id: str, chat_id: str, done: Callable[[Any], bool]
+) -> Any:
     """Poll the ack cursor of device d1 (no event tells when it is durable); its acked_seq."""
     deadline = time.monotonic() + 5.0
     while True:
@@ -515,7 +625,8 @@ async def wait_cursor(storage: Storage, user_id: str, chat_id: str, done: Callab
             value = await conn.fetchval(
                 "SELECT acked_seq FROM device_cursors WHERE user_id = $1 AND device_id = 'd1'"
                 " AND chat_id = $2",
-                int(user_id), int(chat_id),
+                int(user_id),
+                int(chat_id),
             )
         if done(value):
             return value
@@ -538,7 +649,10 @@ async def test_ping_gets_pong(api: Api) -> None:
 async def test_typing_reaches_the_peer_but_not_the_typers_devices(api: Api) -> None:
     a, b, chat = await pair(api)
     a1, a2, b1, b2 = (
-        await api.ws(a, "d1"), await api.ws(a, "d2"), await api.ws(b, "d1"), await api.ws(b, "d2"),
+        await api.ws(a, "d1"),
+        await api.ws(a, "d2"),
+        await api.ws(b, "d1"),
+        await api.ws(b, "d2"),
     )
     await a1.send({"type": "typing", "chat_id": chat})
     expected = {"type": "typing", "chat_id": chat, "user_id": a.id}
@@ -573,7 +687,7 @@ async def test_typing_in_a_foreign_chat_reaches_nobody(api: Api) -> None:
 async def test_typing_in_a_foreign_chat_is_refused_with_not_member(api: Api) -> None:
     """A refused frame is answered with an `error` frame (contract: `error` — "a frame was
     refused"; `read` in a foreign chat is answered so)."""
-    a, b, chat = await pair(api)
+    _a, _b, chat = await pair(api)
     c = await api.account()
     wc = await api.ws(c)
     await wc.send({"type": "typing", "chat_id": chat})
@@ -586,7 +700,10 @@ async def test_read_goes_to_the_peer_and_the_readers_other_devices(api: Api) -> 
     for i in range(3):
         await api.send(a, chat, f"m{i}")
     a1, b1, b2, b3 = (
-        await api.ws(a, "d1"), await api.ws(b, "d1"), await api.ws(b, "d2"), await api.ws(b, "d3"),
+        await api.ws(a, "d1"),
+        await api.ws(b, "d1"),
+        await api.ws(b, "d2"),
+        await api.ws(b, "d3"),
     )
     await b1.messages(3, chat)
     await b1.send({"type": "read", "chat_id": chat, "seq": 2})
@@ -621,7 +738,7 @@ async def test_read_above_last_seq_is_refused(api: Api) -> None:
 
 
 async def test_read_in_a_foreign_chat_is_not_member(api: Api) -> None:
-    a, b, chat = await pair(api)
+    a, _b, chat = await pair(api)
     await api.send(a, chat, "one")
     c = await api.account()
     wa, wc = await api.ws(a), await api.ws(c)

@@ -23,6 +23,7 @@ class CursorWriter:
         self._store = store
         self._interval = interval
         self._dirty: dict[CursorKey, int] = {}
+        self._in_flight: dict[CursorKey, int] = {}
         self._wakeup = asyncio.Event()
         self.flushed = 0
 
@@ -36,10 +37,21 @@ class CursorWriter:
     def pending(self) -> int:
         return len(self._dirty)
 
+    def unsaved(self, user_id: int, device_id: str) -> dict[int, int]:
+        """Acks of this device not yet in PostgreSQL (chat -> seq): a device that reconnects
+        before the flush must still never get them again."""
+        out: dict[int, int] = {}
+        for source in (self._in_flight, self._dirty):
+            for (uid, did, chat), seq in source.items():
+                if uid == user_id and did == device_id and seq > out.get(chat, -1):
+                    out[chat] = seq
+        return out
+
     async def flush(self) -> None:
         if not self._dirty:
             return
         batch, self._dirty = self._dirty, {}
+        self._in_flight = batch
         try:
             await self._store.save([(u, d, c, s) for (u, d, c), s in batch.items()])
             self.flushed += len(batch)
@@ -48,6 +60,8 @@ class CursorWriter:
                 if seq > self._dirty.get(key, -1):
                     self._dirty[key] = seq
             raise
+        finally:
+            self._in_flight = {}
 
     async def run(self) -> None:
         """Flush at most every `interval` while there is something to flush, until cancelled."""

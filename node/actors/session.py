@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from node import frames, metrics, tracing
 from node.cluster.fanout import Fanout, MailboxContents
+from node.domain import ChatPosition
 from node.errors import NotMember, ValidationFailed
 from node.storage import Storage
 
@@ -53,6 +54,8 @@ _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
 class CursorSink(Protocol):
     def mark(self, user_id: int, device_id: str, chat_id: int, seq: int) -> None: ...
 
+    def unsaved(self, user_id: int, device_id: str) -> dict[int, int]: ...
+
 
 @dataclass(slots=True, frozen=True)
 class SessionDeps:
@@ -62,14 +65,23 @@ class SessionDeps:
     node_id: str
     backlog_limit: int
     outbox_limit: int
+    abort_after: float = 2.0  # a socket that cannot take its close frame is cut after this
 
 
 class DeviceSession:
-    def __init__(self, user_id: int, device_id: str, ws: web.WebSocketResponse, deps: SessionDeps):
+    def __init__(
+        self,
+        user_id: int,
+        device_id: str,
+        ws: web.WebSocketResponse,
+        deps: SessionDeps,
+        transport: asyncio.BaseTransport | None = None,
+    ):
         self.user_id = user_id
         self.device_id = device_id
         self.epoch = 0
         self._ws = ws
+        self._transport = transport
         self._deps = deps
         self._outbox: deque[tuple[int, int, int, bytes, BatchMeta | None]] = deque()
         self._wakeup = asyncio.Event()
@@ -80,6 +92,7 @@ class DeviceSession:
         self._mailbox_high: dict[int, int] | None = None
         self._mailbox_count = 0
         self._traces: dict[int, tracing.Carrier] = {}  # chat -> context of its last live message
+        self._abort_timer: asyncio.TimerHandle | None = None
         self.delivered = 0
 
     def __repr__(self) -> str:
@@ -111,9 +124,20 @@ class DeviceSession:
         self._push((_RESYNC, 0, 0, b"", None))
 
     def close(self, code: int, reason: str) -> None:
+        """Close with `code`. The writer sends the close frame when it is free; if it is stuck
+        writing to a client that does not read, the connection is cut after `abort_after`."""
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
             self._wakeup.set()
+            self._abort_timer = asyncio.get_running_loop().call_later(
+                self._deps.abort_after, self._abort
+            )
+
+    def _abort(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            log.info("session.aborted", extra={"user_id": self.user_id, "device": self.device_id})
+            transport.abort()  # type: ignore[attr-defined]
 
     def _push(self, item: tuple[int, int, int, bytes, BatchMeta | None]) -> None:
         if self._close_code is not None:
@@ -178,6 +202,12 @@ class DeviceSession:
         except _WRITE_ERRORS as exc:
             log.info("session.write_stopped", extra={"user_id": self.user_id, "error": str(exc)})
             await self._ws.close()
+        except Exception:  # e.g. PostgreSQL down while reading the backlog: let the device retry
+            log.exception("session.failed", extra={"user_id": self.user_id, "device": self.device_id})
+            await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"try again")
+        finally:
+            if self._abort_timer is not None:
+                self._abort_timer.cancel()
 
     async def _send(self, frame: bytes) -> None:
         await self._ws.send_frame(frame, WSMsgType.TEXT)
@@ -225,7 +255,9 @@ class DeviceSession:
     async def _sync(self) -> None:
         """The backlog on connect: per chat at most the newest `backlog_limit` unacked
         messages, a `gap` frame first where older ones are skipped."""
-        positions = await self._deps.storage.messages.positions(self.user_id, self.device_id)
+        positions = self._with_unsaved(
+            await self._deps.storage.messages.positions(self.user_id, self.device_id)
+        )
         mailbox = await self._read_mailbox()
         from_db: list[tuple[int, int, int]] = []
         planned: list[tuple[int, int, dict[int, bytes] | None]] = []
@@ -269,8 +301,19 @@ class DeviceSession:
             log.warning("session.mailbox_unreadable", extra={"user_id": self.user_id, "error": str(exc)})
             return None
 
+    def _with_unsaved(self, positions: list[ChatPosition]) -> list[ChatPosition]:
+        """Positions with this device's acks that are not flushed yet taken into account."""
+        unsaved = self._deps.cursors.unsaved(self.user_id, self.device_id)
+        if not unsaved:
+            return positions
+        return [
+            replace(p, acked_seq=max(p.acked_seq, unsaved.get(p.chat_id, 0))) for p in positions
+        ]
+
     async def _resync(self) -> None:
-        positions = await self._deps.storage.messages.positions(self.user_id, self.device_id)
+        positions = self._with_unsaved(
+            await self._deps.storage.messages.positions(self.user_id, self.device_id)
+        )
         for position in positions:
             sent = self.sent.get(position.chat_id)
             if sent is None:

@@ -51,11 +51,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise errors.BadRequest("expected a WebSocket upgrade", code="upgrade_required")
     hub = request.app[DEVICES]
-    session = await hub.open(user_id, device_id, ws)
-    await ws.prepare(request)
-    writer = asyncio.get_running_loop().create_task(session.run(), name=f"ws-writer:{user_id}")
-    reader = FrameReader(session, request.app[MESSAGES], settings.max_frame_bytes)
+    session = await hub.open(user_id, device_id, ws, request.transport)
+    writer: asyncio.Task[None] | None = None
     try:
+        await ws.prepare(request)
+        writer = asyncio.get_running_loop().create_task(session.run(), name=f"ws-writer:{user_id}")
+        reader = FrameReader(session, request.app[MESSAGES], settings.max_frame_bytes)
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 await reader.handle(message.data)
@@ -63,15 +64,26 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 session.offer_frame(frames.error_frame("invalid_frame", "frames are JSON text"))
     finally:
         hub.close(session)
-        try:
-            await asyncio.wait_for(writer, 5.0)
-        except (TimeoutError, asyncio.CancelledError):
-            writer.cancel()
-        except Exception:
-            log.exception("ws.writer_failed", extra={"user_id": user_id})
-        if not ws.closed:
+        if writer is not None:
+            await _stop_writer(writer, user_id)
+        if not ws.closed and ws.prepared:
             await ws.close(code=WSCloseCode.INTERNAL_ERROR)
     return ws
+
+
+async def _stop_writer(writer: asyncio.Task[None], user_id: int) -> None:
+    """The session is closed: its writer finishes the close handshake (bounded) and ends."""
+    try:
+        await asyncio.wait_for(writer, 5.0)
+    except TimeoutError:
+        writer.cancel()
+    except asyncio.CancelledError:
+        writer.cancel()
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the handler itself is being cancelled: not ours to swallow
+    except Exception:
+        log.exception("ws.writer_failed", extra={"user_id": user_id})
 
 
 class FrameReader:

@@ -7,6 +7,7 @@ every socket with 1001 so clients reconnect elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import WSCloseCode, web
@@ -27,10 +28,16 @@ class DeviceHub:
         self.sessions: set[DeviceSession] = set()
         self._closing = False
 
-    async def open(self, user_id: int, device_id: str, ws: web.WebSocketResponse) -> DeviceSession:
+    async def open(
+        self,
+        user_id: int,
+        device_id: str,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+    ) -> DeviceSession:
         if self._closing:
             raise errors.Unavailable("node shutting down")
-        session = DeviceSession(user_id, device_id, ws, self._deps)
+        session = DeviceSession(user_id, device_id, ws, self._deps, transport)
         session.epoch = await self._deps.storage.cursors.touch_device(user_id, device_id)
         try:
             self._router.user_ref(user_id).tell(Attach(session))

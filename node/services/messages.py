@@ -105,4 +105,7 @@ class MessageService:
         await self._router.signal(ChatSignalCommand(chat_id, user_id, device_id, "read", seq))
 
     async def typing(self, user_id: int, device_id: str, chat_id: int) -> None:
+        """Refused for a chat the user is not in (so nobody can wake any chat's actor)."""
+        if not await self._storage.chats.is_member(chat_id, user_id):
+            raise errors.NotMember()
         await self._router.signal(ChatSignalCommand(chat_id, user_id, device_id, "typing"))
