@@ -1,0 +1,191 @@
+"""Turning worker results into the bench's output: one JSON line per configuration (medians over
+repeats) and a human table."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from array import array
+from typing import Any
+
+# counters that should be 0: over repeats the worst run is reported, never a median
+WORST = ("lost", "dup", "out_of_order", "misrouted", "unconfirmed", "send_errors",
+         "server_log_errors")
+SUMMED = ("sent", "confirmed", "delivered", "dup", "out_of_order", "misrouted", "send_errors",
+          "other_errors", "lost", "unconfirmed")
+MB = 1024 * 1024
+
+
+def pct(sorted_vals: Any, q: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not len(sorted_vals):
+        return None
+    k = min(len(sorted_vals) - 1, max(0, round(q / 100 * (len(sorted_vals) - 1))))
+    return float(sorted_vals[k])
+
+
+def ms(ns: float | None) -> float | None:
+    return None if ns is None else round(ns / 1e6, 3)
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the workers' counters; latencies pooled and sorted."""
+    out: dict[str, Any] = {k: sum(r[k] for r in results) for k in SUMMED}
+    lat = array("q")
+    for r in results:
+        lat.extend(r["lat"])
+    out["lat"] = sorted(lat)
+    out["first_send"] = min((r["first_send"] for r in results if r["first_send"]), default=0)
+    out["last_recv"] = max((r["last_recv"] for r in results), default=0)
+    out["max_lag"] = max((r["max_lag"] for r in results), default=0)
+    out["client_cpu"] = sum(r["cpu"] for r in results)
+    out["timed_out"] = any(r["timed_out"] for r in results)
+    out["drained"] = all(r["drained"] for r in results)
+    codes: dict[str, int] = {}
+    for r in results:
+        for code, n in r["error_codes"].items():
+            codes[code] = codes.get(code, 0) + n
+    out["error_codes"] = codes
+    out["first_error"] = next((r["first_error"] for r in results if r["first_error"]), "")
+    return out
+
+
+def pairs_line(m: dict[str, Any], base: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+    """The JSON line of one pairs run: `base` (configuration), merged results, server figures."""
+    lat = m["lat"]
+    wall = (m["last_recv"] - m["first_send"]) / 1e9 if m["last_recv"] > m["first_send"] else None
+    cpu = server.get("server_cpu_s")
+    line = dict(base)
+    line.update({
+        "planned": base["pairs"] * base["messages"],
+        "sent": m["sent"], "confirmed": m["confirmed"], "delivered": m["delivered"],
+        "lost": m["lost"], "dup": m["dup"], "out_of_order": m["out_of_order"],
+        "misrouted": m["misrouted"], "unconfirmed": m["unconfirmed"],
+        "send_errors": m["send_errors"], "error_frames": m["error_codes"],
+        "msgs_per_s": round(m["delivered"] / wall, 1) if wall else 0.0,
+        "wall_s": round(wall, 3) if wall else None,
+        "p50_ms": ms(pct(lat, 50)), "p95_ms": ms(pct(lat, 95)), "p99_ms": ms(pct(lat, 99)),
+        "max_ms": ms(lat[-1] if lat else None),
+        "max_send_lag_ms": ms(m["max_lag"]),
+        **server,
+        "server_cpu_ms_per_msg": (round(cpu * 1000 / m["delivered"], 3)
+                                  if cpu is not None and m["delivered"] else None),
+        "client_cpu_s": round(m["client_cpu"], 2),
+    })
+    if m["first_error"]:
+        line["first_error"] = m["first_error"]
+    if m["timed_out"]:
+        line["timed_out"] = True
+    if not m["drained"]:
+        line["drain_timed_out"] = True
+    line["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return line
+
+
+def median_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line for repeats of a configuration: medians of numbers, worst of the zero-counters."""
+    if len(lines) == 1:
+        return {**lines[0], "repeats": 1}
+    ok = [ln for ln in lines if "error" not in ln] or lines
+    out = dict(ok[-1])
+    if len(ok) < len(lines):
+        out["error"] = "; ".join(ln["error"] for ln in lines if "error" in ln)
+        out["failed_runs"] = len(lines) - len(ok)
+    lines = ok
+    for key, value in lines[-1].items():
+        vals: list[float] = [ln[key] for ln in lines
+                             if isinstance(ln.get(key), int | float) and ln[key] is not True]
+        if isinstance(value, bool) or len(vals) != len(lines):
+            continue
+        if key in WORST:
+            out[key] = max(vals)
+        else:
+            med = statistics.median(vals)
+            out[key] = round(med, 3) if isinstance(med, float) else med
+    out["repeats"] = len(lines)
+    out["msgs_per_s_runs"] = [ln.get("msgs_per_s") for ln in lines]
+    return out
+
+
+def soak_fields(samples: list[tuple[float, int]], duration: float, warmup: float) -> dict[str, Any]:
+    during = [(t, b) for t, b in samples if t >= 0] or samples
+    mb = [b / MB for _, b in during]
+    after = [b / MB for t, b in during if t >= warmup]
+    base = after[0] if after else mb[-1]
+    stable = all(abs(v - base) <= 0.1 * base for v in after)
+    return {"kind": "soak", "duration_s": duration, "warmup_s": warmup,
+            "rss_start_mb": round(mb[0], 1), "rss_end_mb": round(mb[-1], 1),
+            "rss_min_mb": round(min(mb), 1), "rss_max_mb": round(max(mb), 1),
+            "rss_baseline_mb": round(base, 1), "rss_stable": stable,
+            "rss_samples_mb": [[round(t, 1), round(b / MB, 1)] for t, b in during]}
+
+
+def _fmt(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+PAIRS_COLS = [  # (header, key, decimals)
+    ("target", "target", 0), ("topo", "topology", 0), ("rate", "rate_offered", 0),
+    ("msgs", "planned", 0), ("msgs/s", "msgs_per_s", 0), ("p50 ms", "p50_ms", 1),
+    ("p95 ms", "p95_ms", 1), ("p99 ms", "p99_ms", 1), ("max ms", "max_ms", 1),
+    ("lost", "lost", 0), ("dup", "dup", 0), ("srv CPU s", "server_cpu_s", 2),
+    ("CPU ms/msg", "server_cpu_ms_per_msg", 3), ("srv RSS MB", "server_rss_peak_mb", 0),
+    ("infra CPU s", "infra_cpu_s", 2), ("client CPU s", "client_cpu_s", 2),
+]
+
+
+def table(lines: list[dict[str, Any]]) -> str:
+    """A plain-text table of pairs/soak lines, then idle lines in their own table."""
+    out = []
+    runs = [ln for ln in lines if ln["kind"] in ("pairs", "soak")]
+    if runs:
+        rows = [[h for h, _, _ in PAIRS_COLS]]
+        for ln in runs:
+            row = []
+            for _, key, nd in PAIRS_COLS:
+                v = ln.get(key)
+                if key == "rate_offered":
+                    v = "max" if not v else _fmt(float(v), 0)
+                row.append(_fmt(v, nd))
+            rows.append(row)
+        out.append(_render(rows))
+    for ln in lines:
+        if "error" in ln:
+            out.append(f"FAILED {ln['kind']} {ln.get('topology', '')}: {ln['error'][:300]}")
+        elif ln["kind"] == "soak":
+            out.append(f"soak {ln['duration_s']:.0f}s at {ln['rate_offered']:.0f} msgs/s: node RSS "
+                       f"start {ln['rss_start_mb']} MB, end {ln['rss_end_mb']} MB, "
+                       f"min {ln['rss_min_mb']} MB, max {ln['rss_max_mb']} MB; after "
+                       f"{ln['warmup_s']:.0f}s warm-up within ±10% of {ln['rss_baseline_mb']} MB: "
+                       f"{'yes' if ln['rss_stable'] else 'NO'}")
+    idle = [ln for ln in lines if ln["kind"] == "idle"]
+    if idle:
+        rows = [["idle conns", "users", "RSS before MB", "RSS after MB", "KiB/conn", "connect s"]]
+        for ln in idle:
+            rows.append([_fmt(ln["connections"]), _fmt(ln["users"]), _fmt(ln["rss_before_mb"]),
+                         _fmt(ln["rss_after_mb"]), _fmt(ln["rss_per_conn_kib"]),
+                         _fmt(ln["connect_s"], 2)])
+        out.append(_render(rows))
+    return "\n\n".join(out)
+
+
+def _render(rows: list[list[str]]) -> str:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    text = []
+    for n, r in enumerate(rows):
+        text.append("  ".join(v.ljust(w) if c < 2 else v.rjust(w)
+                              for c, (v, w) in enumerate(zip(r, widths, strict=True))))
+        if n == 0:
+            text.append("  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def dumps(line: dict[str, Any]) -> str:
+    return json.dumps(line, separators=(",", ":"))
