@@ -166,11 +166,14 @@ BEGIN
 END;
 $$;
 
--- The common case of the group commit, cheaper: every row is new and from a member. Same result
--- shape as post_messages (rows in any order); raises MR001 when that does not hold, and the
--- caller then runs post_messages, which sorts each row out. MF001/MN001 as there.
-CREATE FUNCTION store_messages(
-    p_chat bigint, p_epoch bigint,
+-- The group commit of several chats in one transaction (one call per batch of batches).
+-- Rows belong to chat p_chats[p_row_chat[i]]; each chat is written at its own epoch. Per chat, the
+-- common case is one INSERT (every row new and from a member); when that does not hold, the rows
+-- it inserted are taken back and post_messages sorts each row out. Result as post_messages, idx
+-- being the row's index in the input arrays; a chat that does not exist gives status 'missing',
+-- one owned at another epoch 'fenced' (nothing is written for it), without failing the others.
+CREATE FUNCTION store_batches(
+    p_chats bigint[], p_epochs bigint[], p_row_chat int[],
     p_senders bigint[], p_cmids text[], p_texts text[], p_attachments text[]
 ) RETURNS TABLE (
     idx int, status text, members_version bigint,
@@ -179,38 +182,62 @@ CREATE FUNCTION store_messages(
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    k int;
+    v_chat bigint;
     v_last bigint;
     v_epoch bigint;
     v_version bigint;
-    v_stored bigint;
+    v_rows int[];
+    v_stored messages[];
 BEGIN
-    SELECT c.last_seq, c.epoch, c.members_version INTO v_last, v_epoch, v_version
-    FROM chats c WHERE c.id = p_chat FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'chat % does not exist', p_chat USING ERRCODE = 'MN001';
-    END IF;
-    IF v_epoch <> p_epoch THEN
-        RAISE EXCEPTION 'chat % is owned at epoch %, not %', p_chat, v_epoch, p_epoch
-            USING ERRCODE = 'MF001';
-    END IF;
-    RETURN QUERY
-    WITH stored AS (
-        INSERT INTO messages AS m (chat_id, seq, sender_id, client_msg_id, text, attachments, epoch)
-        SELECT p_chat, v_last + t.ord, t.sender, t.cmid, t.body, t.att::jsonb, p_epoch
-        FROM unnest(p_senders, p_cmids, p_texts, p_attachments)
-             WITH ORDINALITY AS t(sender, cmid, body, att, ord)
-        WHERE EXISTS (SELECT 1 FROM chat_members cm
-                      WHERE cm.chat_id = p_chat AND cm.user_id = t.sender)
-        ON CONFLICT (sender_id, client_msg_id) DO NOTHING
-        RETURNING m.*
-    )
-    SELECT (s.seq - v_last)::int, 'created', v_version, s.id, s.chat_id, s.seq, s.sender_id,
-           s.client_msg_id, s.text, s.attachments, s.created_at
-    FROM stored s;
-    GET DIAGNOSTICS v_stored = ROW_COUNT;
-    IF v_stored <> cardinality(p_senders) THEN
-        RAISE EXCEPTION 'batch holds repeats or non-members' USING ERRCODE = 'MR001';
-    END IF;
-    UPDATE chats c SET last_seq = v_last + v_stored, last_activity_at = now() WHERE c.id = p_chat;
+    FOR k IN 1 .. cardinality(p_chats) LOOP
+        v_chat := p_chats[k];
+        v_rows := ARRAY(SELECT i FROM generate_subscripts(p_row_chat, 1) AS i
+                        WHERE p_row_chat[i] = k ORDER BY i);
+        v_epoch := NULL;
+        SELECT c.last_seq, c.epoch, c.members_version INTO v_last, v_epoch, v_version
+        FROM chats c WHERE c.id = v_chat FOR UPDATE;
+        IF v_epoch IS NULL OR v_epoch <> p_epochs[k] THEN
+            RETURN QUERY
+            SELECT r, CASE WHEN v_epoch IS NULL THEN 'missing' ELSE 'fenced' END, 0::bigint,
+                   NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text,
+                   NULL::text, NULL::jsonb, NULL::timestamptz
+            FROM unnest(v_rows) AS r;
+            CONTINUE;
+        END IF;
+
+        WITH stored AS (
+            INSERT INTO messages AS m (chat_id, seq, sender_id, client_msg_id, text, attachments, epoch)
+            SELECT v_chat, v_last + t.ord, p_senders[t.i], p_cmids[t.i], p_texts[t.i],
+                   p_attachments[t.i]::jsonb, p_epochs[k]
+            FROM unnest(v_rows) WITH ORDINALITY AS t(i, ord)
+            WHERE EXISTS (SELECT 1 FROM chat_members cm
+                          WHERE cm.chat_id = v_chat AND cm.user_id = p_senders[t.i])
+            ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+            RETURNING m.*
+        )
+        SELECT array_agg(s ORDER BY s.seq) INTO v_stored FROM stored s;
+
+        IF coalesce(cardinality(v_stored), 0) = cardinality(v_rows) THEN
+            UPDATE chats c SET last_seq = v_last + cardinality(v_rows), last_activity_at = now()
+            WHERE c.id = v_chat;
+            RETURN QUERY
+            SELECT v_rows[(s.seq - v_last)::int], 'created', v_version, s.id, s.chat_id, s.seq,
+                   s.sender_id, s.client_msg_id, s.text, s.attachments, s.created_at
+            FROM unnest(v_stored) AS s;
+        ELSE
+            DELETE FROM messages m WHERE m.chat_id = v_chat AND m.seq > v_last;
+            RETURN QUERY
+            SELECT v_rows[p.idx], p.status, p.members_version, p.id, p.chat_id, p.seq,
+                   p.sender_id, p.client_msg_id, p.text, p.attachments, p.created_at
+            FROM post_messages(
+                v_chat, p_epochs[k],
+                ARRAY(SELECT p_senders[i] FROM unnest(v_rows) AS i),
+                ARRAY(SELECT p_cmids[i] FROM unnest(v_rows) AS i),
+                ARRAY(SELECT p_texts[i] FROM unnest(v_rows) AS i),
+                ARRAY(SELECT p_attachments[i] FROM unnest(v_rows) AS i)
+            ) AS p;
+        END IF;
+    END LOOP;
 END;
 $$;

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from node import metrics
 from node.actors.base import ActorRegistry, RestartBudget
 from node.actors.chat import ChatActor
+from node.actors.committer import CommitPipeline
 from node.actors.cursors import CursorWriter
 from node.actors.session import SessionDeps
 from node.actors.user import UserActor
@@ -33,6 +34,7 @@ from node.cluster.directory import Directory
 from node.cluster.fanout import Fanout
 from node.cluster.identity import NodeIdentity
 from node.cluster.membership import Membership
+from node.cluster.outbound import Outbound
 from node.cluster.router import Router
 from node.cluster.transport import Transport
 from node.config import Settings, resolve_jwt_secret
@@ -63,6 +65,8 @@ class NodeRuntime:
     storage: Storage
     redis: aioredis.Redis
     router: Router
+    committer: CommitPipeline
+    outbound: Outbound
     hub: DeviceHub
     cursors: CursorWriter
     chats: ActorRegistry
@@ -122,6 +126,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(membership.leave)
         stack.push_async_callback(directory.release_all)
         stack.push_async_callback(runtime.cursors.flush)
+        stack.push_async_callback(runtime.outbound.drain)
         stack.push_async_callback(runtime.router.tasks.close)
         stack.push_async_callback(runtime.users.close, settings.shutdown_timeout)
         stack.push_async_callback(runtime.chats.close, settings.shutdown_timeout)
@@ -130,6 +135,8 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
             ("leases", directory.run()),
             ("transport", transport.run()),
             ("cursors", runtime.cursors.run()),
+            ("commits", runtime.committer.run()),
+            ("outbound", runtime.outbound.run()),
         ):
             tasks.start(coro, name=name)
         await asyncio.wait_for(transport.subscribed.wait(), settings.redis_timeout * 5)
@@ -161,6 +168,7 @@ def _assemble(
     pubsub_redis: aioredis.Redis,
 ) -> NodeRuntime:
     chats, users = ActorRegistry("chats"), ActorRegistry("users")
+    committer = CommitPipeline(storage.messages)
     fanout = Fanout(
         redis, identity.incarnation, mailbox_max=settings.mailbox_max, mailbox_ttl=settings.mailbox_ttl
     )
@@ -171,7 +179,7 @@ def _assemble(
 
     def chat_actor(chat_id: int) -> ChatActor:
         return ChatActor(
-            chat_id, storage=storage, directory=directory, router=router,
+            chat_id, storage=storage, committer=committer, directory=directory, router=router,
             mailbox_size=settings.chat_mailbox_size, idle_timeout=settings.actor_idle_timeout,
         )
 
@@ -182,8 +190,9 @@ def _assemble(
             presence_grace=settings.presence_grace,
         )
 
+    outbound = Outbound(fanout)
     router = Router(
-        identity=identity, directory=directory, fanout=fanout, chats=chats, users=users,
+        identity=identity, directory=directory, outbound=outbound, chats=chats, users=users,
         chat_factory=chat_actor, user_factory=user_actor, forward_timeout=settings.lease_ttl * 2,
     )
     router_box.append(router)
@@ -201,6 +210,7 @@ def _assemble(
     )
     return NodeRuntime(
         settings=settings, identity=identity, storage=storage, redis=redis, router=router,
+        committer=committer, outbound=outbound,
         hub=DeviceHub(deps, router), cursors=cursors, chats=chats, users=users,
         membership=membership, transport=transport, directory=directory,
     )

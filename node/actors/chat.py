@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from node import frames, metrics, tracing
 from node.actors.base import Actor, StopActor
+from node.actors.committer import CommitPipeline
 from node.cluster import keys
 from node.cluster.directory import Directory, HeldElsewhere, Lease
 from node.domain import Message
@@ -98,6 +99,7 @@ class ChatActor(Actor[ChatCommand]):
         chat_id: int,
         *,
         storage: Storage,
+        committer: CommitPipeline,
         directory: Directory,
         router: Router,
         mailbox_size: int,
@@ -107,6 +109,7 @@ class ChatActor(Actor[ChatCommand]):
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
         self._storage = storage
+        self._committer = committer
         self._directory = directory
         self._router = router
         self._lease: Lease | None = None
@@ -180,7 +183,7 @@ class ChatActor(Actor[ChatCommand]):
                     NewMessage(command.sender_id, command.client_msg_id, command.text, command.attachments)
                 )
         try:
-            results = await self._storage.messages.post_batch(self.chat_id, self._epoch, batch)
+            results = await self._committer.commit(self.chat_id, self._epoch, batch)
         except Fenced:
             metrics.OWNERSHIP_CHANGES.labels(change="fenced").inc()
             log.warning("chat.fenced", extra={"chat_id": self.chat_id, "epoch": self._epoch})

@@ -30,32 +30,52 @@ from node.cluster import keys
 _FANOUT = """
 local origin, prefix = ARGV[1], ARGV[2]
 local mbox_max, mbox_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-local n = tonumber(ARGV[5])
-local payload = ARGV[6 + n]
-local n_entries = tonumber(ARGV[7 + n])
-local targets, dormant, published = {}, 0, 0
-for i = 6, 5 + n do
-  local pkey = prefix .. 'presence:' .. ARGV[i]
-  local live = 0
+local live_nodes = {}  -- user -> list of other live nodes holding its devices (nil: dormant)
+local function nodes_of(uid)
+  local known = live_nodes[uid]
+  if known ~= nil then return known end
+  local pkey = prefix .. 'presence:' .. uid
+  local found, live = {}, 0
   for _, node in ipairs(redis.call('HKEYS', pkey)) do
     if redis.call('EXISTS', prefix .. 'alive:' .. node) == 1 then
       live = live + 1
-      if node ~= origin then targets[node] = true end
+      if node ~= origin then found[#found + 1] = node end
     else
       redis.call('HDEL', pkey, node)
     end
   end
-  if live == 0 and n_entries > 0 then
-    local mkey = prefix .. 'mbox:' .. ARGV[i]
-    redis.call('RPUSH', mkey, unpack(ARGV, 8 + n, 7 + n + n_entries))
-    redis.call('LTRIM', mkey, -mbox_max, -1)
-    redis.call('EXPIRE', mkey, mbox_ttl)
-    dormant = dormant + 1
-  end
+  if live == 0 then found = false end
+  live_nodes[uid] = found
+  return found
 end
-for node, _ in pairs(targets) do
-  redis.call('PUBLISH', prefix .. 'inbox:' .. node, payload)
-  published = published + 1
+local dormant, published = 0, 0
+local pos = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local n = tonumber(ARGV[pos])
+  local users_at = pos + 1
+  local payload = ARGV[users_at + n]
+  local n_entries = tonumber(ARGV[users_at + n + 1])
+  local entries_at = users_at + n + 2
+  local targets = {}
+  for i = users_at, users_at + n - 1 do
+    local nodes = nodes_of(ARGV[i])
+    if nodes == false then
+      if n_entries > 0 then
+        local mkey = prefix .. 'mbox:' .. ARGV[i]
+        redis.call('RPUSH', mkey, unpack(ARGV, entries_at, entries_at + n_entries - 1))
+        redis.call('LTRIM', mkey, -mbox_max, -1)
+        redis.call('EXPIRE', mkey, mbox_ttl)
+        dormant = dormant + 1
+      end
+    else
+      for _, node in ipairs(nodes) do targets[node] = true end
+    end
+  end
+  for node, _ in pairs(targets) do
+    redis.call('PUBLISH', prefix .. 'inbox:' .. node, payload)
+    published = published + 1
+  end
+  pos = entries_at + n_entries
 end
 return {dormant, published}
 """
@@ -77,6 +97,13 @@ local mine = tonumber(redis.call('HGET', pkey, node) or '0')
 if count > 0 then redis.call('HSET', pkey, node, count) else redis.call('HDEL', pkey, node) end
 return {before, before - mine + count}
 """
+
+
+@dataclass(slots=True, frozen=True)
+class FanoutGroup:
+    user_ids: Sequence[int]
+    payload: bytes
+    mailbox_entries: Sequence[bytes] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -120,17 +147,14 @@ class Fanout:
     ) -> FanoutResult:
         """Publish `payload` once to every other node holding devices of `user_ids`; append
         `mailbox_entries` to the mailbox of each member without any device (none: ephemeral)."""
-        args: list[object] = [
-            self._me,
-            keys.PREFIX,
-            self._mailbox_max,
-            self._mailbox_ttl,
-            len(user_ids),
-            *user_ids,
-            payload,
-            len(mailbox_entries),
-            *mailbox_entries,
-        ]
+        return await self.fanout_many([FanoutGroup(user_ids, payload, mailbox_entries)])
+
+    async def fanout_many(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
+        """Several fan-outs in one script call, applied in order."""
+        args: list[object] = [self._me, keys.PREFIX, self._mailbox_max, self._mailbox_ttl, len(groups)]
+        for group in groups:
+            args += [len(group.user_ids), *group.user_ids, group.payload]
+            args += [len(group.mailbox_entries), *group.mailbox_entries]
         dormant, published = await self._fanout(keys=[], args=args)
         return FanoutResult(int(dormant), int(published))
 

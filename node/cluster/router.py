@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from node import metrics, tracing
+from node import tracing
 from node.actors.base import ActorRef, ActorRegistry, ActorStopped, MailboxFull
 from node.actors.chat import ChatActor, ChatCommand, ChatSignalCommand, SendCommand, SendOutcome
 from node.actors.session import BatchMeta
@@ -36,7 +36,8 @@ from node.actors.user import (
 )
 from node.cluster import envelopes, keys
 from node.cluster.directory import Directory
-from node.cluster.fanout import Fanout, mailbox_entry
+from node.cluster.fanout import FanoutGroup, mailbox_entry
+from node.cluster.outbound import Outbound
 from node.cluster.identity import NodeIdentity
 from node.cluster.transport import Transport
 from node.frames import EncodedMessage, message_from_json
@@ -60,7 +61,7 @@ class Router:
         *,
         identity: NodeIdentity,
         directory: Directory,
-        fanout: Fanout,
+        outbound: Outbound,
         chats: ActorRegistry,
         users: ActorRegistry,
         chat_factory: Callable[[int], ChatActor],
@@ -69,7 +70,7 @@ class Router:
     ) -> None:
         self._me = self.node = identity.incarnation
         self._directory = directory
-        self._fanout = fanout
+        self._outbound = outbound
         self.chats = chats
         self.users = users
         self._chat_factory = chat_factory
@@ -78,7 +79,6 @@ class Router:
         self._owners: dict[int, tuple[str, float]] = {}  # chat -> (remote owner, cached until)
         self._pending: dict[str, _Pending] = {}
         self.transport: Transport | None = None
-        self.redis_failures = 0
         self.tasks = TaskSet("router")
 
     # --- chats ---------------------------------------------------------------------------------
@@ -216,15 +216,7 @@ class Router:
             messages=[envelopes.MessageEntry(seq=s, frame=f.decode()) for s, f in entries],
         ))
         boxed = [mailbox_entry(chat_id, s, f) for s, f in entries]
-        try:
-            result = await self._fanout.fanout(member_ids, payload, boxed)
-        except _REDIS_DOWN as exc:
-            self.redis_failures += 1
-            metrics.REDIS_ERRORS.labels(op="fanout").inc()
-            log.warning("route.fanout_failed", extra={"chat_id": chat_id, "error": str(exc)})
-            return
-        if result.dormant:
-            metrics.MAILBOX_APPENDS.inc(result.dormant)
+        await self._outbound.submit(FanoutGroup(member_ids, payload, boxed))
 
     async def to_users(
         self,
@@ -243,20 +235,14 @@ class Router:
             origin=self._me, user_ids=list(user_ids), frame=frame.decode(),
             skip_user=skip_user, skip_device=skip_device,
         ))
-        try:
-            await self._fanout.fanout(list(user_ids), payload)
-        except _REDIS_DOWN as exc:
-            log.warning("route.frame_failed", extra={"error": str(exc)})
+        await self._outbound.submit(FanoutGroup(list(user_ids), payload))
 
     async def device_taken(self, user_id: int, device_id: str, epoch: int) -> None:
         """A device connected here: other nodes close their older connection of it."""
         payload = envelopes.encode(envelopes.DeviceTaken(
             origin=self._me, user_id=user_id, device_id=device_id, epoch=epoch
         ))
-        try:
-            await self._fanout.fanout([user_id], payload)
-        except _REDIS_DOWN as exc:
-            log.warning("route.device_taken_failed", extra={"error": str(exc)})
+        await self._outbound.submit(FanoutGroup([user_id], payload))
 
     def _tell_users(self, user_ids: Sequence[int], message: UserMessage) -> None:
         for uid in user_ids:

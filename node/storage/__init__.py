@@ -8,13 +8,14 @@ import asyncpg
 
 from node.storage.chats import ChatStore, UnknownUser
 from node.storage.cursors import CursorStore
-from node.storage.messages import ChatMissing, Fenced, MessageStore, NewMessage
+from node.storage.messages import ChatBatch, ChatMissing, Fenced, MessageStore, NewMessage
 from node.storage.migrate import apply_migrations
 from node.storage.pool import create_pool
 from node.storage.tokens import RefreshTokenStore
 from node.storage.users import UsernameTaken, UserStore
 
 __all__ = [
+    "ChatBatch",
     "ChatMissing",
     "ChatStore",
     "CursorStore",

@@ -29,6 +29,15 @@ class NewMessage:
     attachments: tuple[dict[str, Any], ...] = ()
 
 
+@dataclass(slots=True, frozen=True)
+class ChatBatch:
+    """One chat's part of a group commit, written at the chat actor's fencing epoch."""
+
+    chat_id: int
+    epoch: int
+    messages: Sequence[NewMessage]
+
+
 _RETRIES_ON_RACE = 3
 
 
@@ -39,49 +48,71 @@ class MessageStore:
     async def post_batch(
         self, chat_id: int, epoch: int, batch: Sequence[NewMessage]
     ) -> list[PostResult]:
-        """Store a batch in one transaction; one result per input, in order.
+        """Store one chat's batch in one transaction; one result per input, in order. Raises
+        Fenced (the chat is owned at another epoch) or ChatMissing. See `post_many`."""
+        outcome = (await self.post_many([ChatBatch(chat_id, epoch, batch)]))[chat_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-        Seqs are assigned gap-free to the created rows only. The caller passes distinct
-        (sender, client_msg_id) pairs. When another chat stores the same pair concurrently the
-        unique index refuses this transaction; it is retried and then reports a conflict.
-        """
-        args = (
-            chat_id,
-            epoch,
-            [m.sender_id for m in batch],
-            [m.client_msg_id for m in batch],
-            [m.text for m in batch],
-            [orjson.dumps(m.attachments).decode() for m in batch],
-        )
-        rows = await self._call("store_messages", args)  # the fast path: all new, all members
-        if rows is None:
-            rows = await self._call("post_messages", args)
-            assert rows is not None
-        return [
-            PostResult(
-                status=r["status"],
-                message=message_from(r) if r["id"] is not None else None,
-                members_version=r["members_version"],
-            )
-            for r in sorted(rows, key=lambda r: r["idx"])
-        ]
+    async def post_many(
+        self, batches: Sequence[ChatBatch]
+    ) -> dict[int, list[PostResult] | Fenced | ChatMissing]:
+        """Group commit of several chats in ONE transaction (`store_batches`): per chat, seqs
+        are assigned gap-free to the created rows only, (sender, client_msg_id) repeats return
+        the original, non-members are refused; a fenced or missing chat fails alone. Each batch
+        must hold distinct (sender, client_msg_id) pairs and each chat appears once.
 
-    async def _call(self, function: str, args: tuple[Any, ...]) -> list[asyncpg.Record] | None:
-        """Run one of the group-commit functions; None when the fast path declined (MR001)."""
+        When another transaction stores the same pair concurrently the unique index may refuse
+        this one; it is retried, and the pair then reports a conflict."""
+        ordered = sorted(batches, key=lambda b: b.chat_id)  # one lock order for every caller
+        chats, epochs, row_chat = [], [], []
+        senders, cmids, texts, attachments = [], [], [], []
+        for k, batch in enumerate(ordered, start=1):
+            chats.append(batch.chat_id)
+            epochs.append(batch.epoch)
+            for message in batch.messages:
+                row_chat.append(k)
+                senders.append(message.sender_id)
+                cmids.append(message.client_msg_id)
+                texts.append(message.text)
+                attachments.append(orjson.dumps(message.attachments).decode())
+        rows = await self._store(chats, epochs, row_chat, senders, cmids, texts, attachments)
+        results: list[PostResult | None] = [None] * len(row_chat)
+        failed: dict[int, Fenced | ChatMissing] = {}
+        for r in rows:
+            position = r["idx"] - 1
+            chat_id = chats[row_chat[position] - 1]
+            if r["status"] == "fenced":
+                failed[chat_id] = Fenced(f"chat {chat_id} is owned at another epoch")
+            elif r["status"] == "missing":
+                failed[chat_id] = ChatMissing(chat_id)
+            else:
+                results[position] = PostResult(
+                    status=r["status"],
+                    message=message_from(r) if r["id"] is not None else None,
+                    members_version=r["members_version"],
+                )
+        out: dict[int, list[PostResult] | Fenced | ChatMissing] = {}
+        offset = 0
+        for batch in ordered:
+            count = len(batch.messages)
+            if batch.chat_id in failed:
+                out[batch.chat_id] = failed[batch.chat_id]
+            else:
+                out[batch.chat_id] = [r for r in results[offset : offset + count] if r is not None]
+            offset += count
+        return out
+
+    async def _store(self, *args: list[Any]) -> list[asyncpg.Record]:
         for attempt in range(_RETRIES_ON_RACE):
             try:
-                return await self._pool.fetch(f"SELECT * FROM {function}($1, $2, $3, $4, $5, $6)", *args)
+                return await self._pool.fetch(
+                    "SELECT * FROM store_batches($1, $2, $3, $4, $5, $6, $7)", *args
+                )
             except asyncpg.UniqueViolationError:
                 if attempt == _RETRIES_ON_RACE - 1:
                     raise
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate == "MR001":
-                    return None
-                if exc.sqlstate == "MF001":
-                    raise Fenced(str(exc)) from None
-                if exc.sqlstate == "MN001":
-                    raise ChatMissing(args[0]) from None
-                raise
         raise AssertionError("unreachable")
 
     async def page(
