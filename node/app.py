@@ -98,7 +98,7 @@ def redis_client(url: str, settings: Settings, *, pubsub: bool = False) -> aiore
         retry=Retry(ConstantBackoff(0.05), 1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 async def _node_context(app: web.Application) -> AsyncIterator[None]:

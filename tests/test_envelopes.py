@@ -44,6 +44,7 @@ EXAMPLES = [
         chat_id=7,
         user_ids=[3, 4],
         messages=[MessageEntry(seq=1, frame='{"type":"message"}'), MessageEntry(seq=2, frame="{}")],
+        committed_at=1_800_000_000.25,
     ),
     UserFrame(origin="n1#a", user_ids=[3], frame='{"type":"typing"}', skip_user=3, skip_device="d"),
     UserFrame(origin="n1#a", user_ids=[], frame="{}"),

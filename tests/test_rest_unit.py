@@ -57,20 +57,20 @@ def test_expired_access_token() -> None:
 @pytest.mark.parametrize(
     "token",
     [
-        AccessTokens("another-secret-0123", ttl=60).issue(1),
+        AccessTokens("another-secret-0123", ttl=86400).issue(1),
         jwt.encode(
-            {"sub": "1", "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "x"},
+            {"sub": "1", "iat": int(time.time()), "exp": int(time.time()) + 86400, "jti": "x"},
             None,
             algorithm="none",
         ),
         jwt.encode(
-            {"sub": "1", "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "x"},
+            {"sub": "1", "iat": int(time.time()), "exp": int(time.time()) + 86400, "jti": "x"},
             KEY * 2,
             algorithm="HS512",
         ),
-        jwt.encode({"sub": "1", "exp": int(time.time()) + 60}, KEY, algorithm="HS256"),
+        jwt.encode({"sub": "1", "exp": int(time.time()) + 86400}, KEY, algorithm="HS256"),
         jwt.encode(
-            {"sub": "alice", "iat": int(time.time()), "exp": int(time.time()) + 60, "jti": "x"},
+            {"sub": "alice", "iat": int(time.time()), "exp": int(time.time()) + 86400, "jti": "x"},
             KEY,
             algorithm="HS256",
         ),
