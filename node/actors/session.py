@@ -37,6 +37,7 @@ from node.storage import Storage
 log = logging.getLogger(__name__)
 
 _MSG, _FRAME, _RESYNC, _TRIM = range(4)
+_Item = tuple[int, int, int, bytes, "BatchMeta | None"]
 _LIVE = metrics.MESSAGES_DELIVERED.labels(path="live")
 _BACKLOG = metrics.MESSAGES_DELIVERED.labels(path="backlog")
 _FILLED = metrics.MESSAGES_DELIVERED.labels(path="fill")
@@ -69,6 +70,12 @@ class SessionDeps:
 
 
 class DeviceSession:
+    __slots__ = (
+        "_abort_timer", "_close_code", "_close_reason", "_deps", "_mailbox_count",
+        "_mailbox_high", "_outbox", "_traces", "_transport", "_waiter", "_ws", "acked",
+        "delivered", "device_id", "epoch", "sent", "user_id",
+    )  # one per connected device: kept small
+
     def __init__(
         self,
         user_id: int,
@@ -83,15 +90,15 @@ class DeviceSession:
         self._ws = ws
         self._transport = transport
         self._deps = deps
-        self._outbox: deque[tuple[int, int, int, bytes, BatchMeta | None]] = deque()
-        self._wakeup = asyncio.Event()
+        self._outbox: deque[_Item] | None = None  # made on demand: idle sockets are the norm
+        self._waiter: asyncio.Future[None] | None = None
         self._close_code: int | None = None
         self._close_reason = ""
         self.sent: dict[int, int] = {}
         self.acked: dict[int, int] = {}
         self._mailbox_high: dict[int, int] | None = None
         self._mailbox_count = 0
-        self._traces: dict[int, tracing.Carrier] = {}  # chat -> context of its last live message
+        self._traces: dict[int, tracing.Carrier] | None = None  # chat -> last live message's trace
         self._abort_timer: asyncio.TimerHandle | None = None
         self.delivered = 0
 
@@ -104,7 +111,7 @@ class DeviceSession:
 
     @property
     def outbox_depth(self) -> int:
-        return len(self._outbox)
+        return len(self._outbox) if self._outbox is not None else 0
 
     # --- offered by the user actor (never block) -----------------------------------------------
 
@@ -128,7 +135,7 @@ class DeviceSession:
         writing to a client that does not read, the connection is cut after `abort_after`."""
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
-            self._wakeup.set()
+            self._wake()
             self._abort_timer = asyncio.get_running_loop().call_later(
                 self._deps.abort_after, self._abort
             )
@@ -142,13 +149,28 @@ class DeviceSession:
     def _push(self, item: tuple[int, int, int, bytes, BatchMeta | None]) -> None:
         if self._close_code is not None:
             return
-        if len(self._outbox) >= self._deps.outbox_limit:
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        elif len(outbox) >= self._deps.outbox_limit:
             log.warning("session.outbox_overflow", extra={"user_id": self.user_id, "device": self.device_id})
             metrics.SLOW_CONSUMERS.inc()
             self.close(WSCloseCode.TRY_AGAIN_LATER, "outbox overflow: reconnect to resume")
             return
-        self._outbox.append(item)
-        self._wakeup.set()
+        outbox.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     # --- acks, from the socket's reader --------------------------------------------------------
 
@@ -185,11 +207,12 @@ class DeviceSession:
             await self._send(frames.ready_frame(self.user_id, self.device_id, self._deps.node_id))
             await self._sync()
             while self._close_code is None:
-                if not self._outbox:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                outbox = self._outbox
+                if not outbox:
+                    self._outbox = None
+                    await self._wait()
                     continue
-                kind, chat_id, seq, frame, meta = self._outbox.popleft()
+                kind, chat_id, seq, frame, meta = outbox.popleft()
                 if kind == _MSG:
                     await self._write_message(chat_id, seq, frame, meta)
                 elif kind == _FRAME:
@@ -231,6 +254,8 @@ class DeviceSession:
                 "ws.deliver", parent=meta.trace, chat_id=chat_id, seq=seq, node=self._deps.node_id
             ):
                 await self._send(frame)
+                if self._traces is None:
+                    self._traces = {}
                 self._traces[chat_id] = tracing.carrier()
         else:
             await self._send(frame)
@@ -327,6 +352,3 @@ class DeviceSession:
             await self._deps.fanout.trim_mailbox(self.user_id, self._mailbox_count)
         except (RedisError, OSError) as exc:
             log.warning("session.mailbox_trim_failed", extra={"user_id": self.user_id, "error": str(exc)})
-
-    def stats(self) -> dict[str, Any]:
-        return {"outbox": len(self._outbox), "delivered": self.delivered}

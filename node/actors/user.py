@@ -74,6 +74,11 @@ UserMessage = Attach | Detach | DeliverMessages | DeliverFrame | DeviceTakenOver
 
 
 class UserActor(Actor[UserMessage]):
+    __slots__ = (
+        "_announced_online", "_fanout", "_grace", "_offline_timer", "_router", "_storage",
+        "idle_timeout", "mailbox_size", "ref", "sessions", "user_id",
+    )  # one per user with a device here: kept small
+
     def __init__(
         self,
         user_id: int,

@@ -47,6 +47,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         heartbeat=settings.ws_heartbeat,
         max_msg_size=settings.max_frame_bytes * 4,
         timeout=_CLOSE_TIMEOUT,  # how long a close waits for the client's close frame
+        compress=False,  # frames are small JSON: per-socket zlib state would cost far more
     )
     if not ws.can_prepare(request).ok:
         raise errors.BadRequest("expected a WebSocket upgrade", code="upgrade_required")
