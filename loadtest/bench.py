@@ -38,44 +38,92 @@ def csv(text: str, kind: type = str) -> list[Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     w = ap.add_argument_group("workload")
-    w.add_argument("--topologies", default=None,
-                   help="comma list of single,cross (default both; --soak: single)")
-    w.add_argument("--rates", default=None,
-                   help="comma list of aggregate msgs/s, 0 = flat out (default 0,1000; --echo: 0)")
+    w.add_argument(
+        "--topologies",
+        default=None,
+        help="comma list of single,cross (default both; --soak: single)",
+    )
+    w.add_argument(
+        "--rates",
+        default=None,
+        help="comma list of aggregate msgs/s, 0 = flat out (default 0,1000; --echo: 0)",
+    )
     w.add_argument("--rate", type=float, default=None, help="one rate (shorthand for --rates R)")
     w.add_argument("--pairs", type=int, default=50, help="sender/receiver pairs P (default 50)")
     w.add_argument("--messages", type=int, default=200, help="messages per sender M (default 200)")
     w.add_argument("--workers", type=int, default=2, help="load-generator processes K (default 2)")
     w.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians reported")
-    w.add_argument("--drain-timeout", type=float, default=5.0,
-                   help="s without progress before the remaining messages count as lost")
+    w.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=5.0,
+        help="s without progress before the remaining messages count as lost",
+    )
     w.add_argument("--max-time", type=float, default=300.0, help="cap (s) on each phase")
     w.add_argument("--settle", type=float, default=0.5, help="s between connecting and sending")
     m = ap.add_argument_group("modes")
-    m.add_argument("--idle", type=int, nargs="?", const=2000, default=None, metavar="N",
-                   help="open N idle WebSockets instead; node RSS before/after (default N 2000)")
-    m.add_argument("--idle-devices", type=int, default=1,
-                   help="devices per user in --idle (N/D users; default 1)")
-    m.add_argument("--echo", action="store_true",
-                   help="run the workload against loadtest/echo.py: the load generator's ceiling")
-    m.add_argument("--soak", type=float, default=None, metavar="SECONDS",
-                   help="send continuously at --rate for SECONDS, sampling node RSS")
-    m.add_argument("--warmup", type=float, default=None,
-                   help="soak warm-up s before the ±10%% RSS check (default min(60, 20%%))")
-    m.add_argument("--sample-interval", type=float, default=None,
-                   help="s between RSS samples (default 0.5; soak 5)")
+    m.add_argument(
+        "--idle",
+        type=int,
+        nargs="?",
+        const=2000,
+        default=None,
+        metavar="N",
+        help="open N idle WebSockets instead; node RSS before/after (default N 2000)",
+    )
+    m.add_argument(
+        "--idle-devices",
+        type=int,
+        default=1,
+        help="devices per user in --idle (N/D users; default 1)",
+    )
+    m.add_argument(
+        "--echo",
+        action="store_true",
+        help="run the workload against loadtest/echo.py: the load generator's ceiling",
+    )
+    m.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send continuously at --rate for SECONDS, sampling node RSS",
+    )
+    m.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="soak warm-up s before the ±10%% RSS check (default min(60, 20%%))",
+    )
+    m.add_argument(
+        "--sample-interval",
+        type=float,
+        default=None,
+        help="s between RSS samples (default 0.5; soak 5)",
+    )
     t = ap.add_argument_group("target")
     t.add_argument("--url", default=None, help="running node(s): http://h:p[,http://h2:p]")
     t.add_argument("--server-pids", default="", help="with --url: node PIDs for CPU/RSS")
-    t.add_argument("--infra-pids", default="",
-                   help="with --url: PostgreSQL/Redis PIDs for infra CPU (children included)")
+    t.add_argument(
+        "--infra-pids",
+        default="",
+        help="with --url: PostgreSQL/Redis PIDs for infra CPU (children included)",
+    )
     t.add_argument("--database-url", default=None, help="PostgreSQL server (fresh db per run)")
     t.add_argument("--redis-url", default=None, help="Redis DB (flushed before every run)")
-    t.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for started nodes (repeatable)")
+    t.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for started nodes (repeatable)",
+    )
     t.add_argument("--logs", default=None, help="keep node logs in this dir (default: temp)")
     o = ap.add_argument_group("output")
     o.add_argument("--out", default=None, help="append the JSON lines to FILE")
@@ -97,18 +145,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------ one pairs run
-def run_pairs(a: argparse.Namespace, target: Target, topology: str, rate: float,
-              messages: int, interval: float) -> tuple[dict[str, Any], list[tuple[float, int]]]:
+def run_pairs(
+    a: argparse.Namespace,
+    target: Target,
+    topology: str,
+    rate: float,
+    messages: int,
+    interval: float,
+) -> tuple[dict[str, Any], list[tuple[float, int]]]:
     """Fresh servers, K workers, measured phase; the run's JSON line and RSS samples."""
     with target.servers(2 if topology == "cross" else 1) as srv:
         urls, spids = srv.urls, srv.pids
         tag = secrets.token_hex(3)
         K = max(1, min(a.workers, a.pairs))
-        specs = [Spec(mode="echo" if a.echo else "node", send_url=urls[0],
-                      recv_url=urls[1] if topology == "cross" else urls[0],
-                      pairs=[i for i in range(a.pairs) if i % K == w], total_pairs=a.pairs,
-                      messages=messages, rate=rate, tag=tag, drain_timeout=a.drain_timeout,
-                      max_time=a.max_time, settle=a.settle) for w in range(K)]
+        specs = [
+            Spec(
+                mode="echo" if a.echo else "node",
+                send_url=urls[0],
+                recv_url=urls[1] if topology == "cross" else urls[0],
+                pairs=[i for i in range(a.pairs) if i % K == w],
+                total_pairs=a.pairs,
+                messages=messages,
+                rate=rate,
+                tag=tag,
+                drain_timeout=a.drain_timeout,
+                max_time=a.max_time,
+                settle=a.settle,
+            )
+            for w in range(K)
+        ]
         ctx = mp.get_context("spawn")
         pipes, procs = [], []
         try:
@@ -137,18 +202,31 @@ def run_pairs(a: argparse.Namespace, target: Target, topology: str, rate: float,
                 p.join(15)
                 if p.is_alive():
                     p.kill()
-        server: dict[str, Any] = {"server_cpu_s": None, "server_rss_peak_mb": None,
-                                  "server_rss_end_mb": None}
+        server: dict[str, Any] = {
+            "server_cpu_s": None,
+            "server_rss_peak_mb": None,
+            "server_rss_end_mb": None,
+        }
         if spids:
             peak = hwm if srv.fresh else max(b for _, b in samples)
-            server = {"server_cpu_s": round(scpu, 2), "server_rss_peak_mb": round(peak / MB, 1),
-                      "server_rss_end_mb": round(samples[-1][1] / MB, 1)}
+            server = {
+                "server_cpu_s": round(scpu, 2),
+                "server_rss_peak_mb": round(peak / MB, 1),
+                "server_rss_end_mb": round(samples[-1][1] / MB, 1),
+            }
         server["infra_cpu_s"] = round(icpu, 2) if ipids else None
-        base = {"kind": "pairs", "target": "echo" if a.echo else ("url" if a.urls else "node"),
-                "topology": topology, "rate_offered": rate, "pairs": a.pairs,
-                "messages": messages, "workers": K, "label": a.label,
-                "setup_s": round(max(r["setup_s"] for r in ready), 2),
-                "connect_s": round(max(r["connect_s"] for r in ready), 2)}
+        base = {
+            "kind": "pairs",
+            "target": "echo" if a.echo else ("url" if a.urls else "node"),
+            "topology": topology,
+            "rate_offered": rate,
+            "pairs": a.pairs,
+            "messages": messages,
+            "workers": K,
+            "label": a.label,
+            "setup_s": round(max(r["setup_s"] for r in ready), 2),
+            "connect_s": round(max(r["connect_s"] for r in ready), 2),
+        }
         line = report.pairs_line(report.merge(results), base, server)
     line["server_log_errors"] = srv.log_errors
     return line, [(t - t0 / 1e9, b) for t, b in samples]  # seconds since t0
@@ -176,29 +254,38 @@ def run_matrix(a: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
                         messages = math.ceil(a.rate * a.soak / a.pairs)
                         warmup = a.warmup if a.warmup is not None else min(60.0, 0.2 * a.soak)
                         a.max_time = max(a.max_time, a.soak + 60)
-                        line, samples = run_pairs(a, target, topology, rate, messages,
-                                                  a.sample_interval or 5.0)
+                        line, samples = run_pairs(
+                            a, target, topology, rate, messages, a.sample_interval or 5.0
+                        )
                         line.update(report.soak_fields(samples, a.soak, warmup))
                     else:
-                        line, _ = run_pairs(a, target, topology, rate, a.messages,
-                                            a.sample_interval or 0.5)
+                        line, _ = run_pairs(
+                            a, target, topology, rate, a.messages, a.sample_interval or 0.5
+                        )
                 except RuntimeError as e:  # a node that did not start, a failed worker
                     say(f"{topology} rate={shown} run {r + 1}/{a.repeat} FAILED: {e}")
-                    line = {"kind": "soak" if a.soak else "pairs", "topology": topology,
-                            "rate_offered": rate, "error": str(e)[:1000]}
+                    line = {
+                        "kind": "soak" if a.soak else "pairs",
+                        "topology": topology,
+                        "rate_offered": rate,
+                        "error": str(e)[:1000],
+                    }
                     runs.append(line)
                     continue
-                say(f"{line['target']} {topology} rate={shown} run {r + 1}/{a.repeat}: "
+                say(
+                    f"{line['target']} {topology} rate={shown} run {r + 1}/{a.repeat}: "
                     f"{line['delivered']}/{line['planned']} delivered, {line['msgs_per_s']:,.0f} "
-                    f"msgs/s, p50 {line['p50_ms']} ms, lost {line['lost']}, dup {line['dup']}")
+                    f"msgs/s, p50 {line['p50_ms']} ms, lost {line['lost']}, dup {line['dup']}"
+                )
                 runs.append(line)
             lines.append(report.median_line(runs))
             emit(a, lines[-1])
     return lines
 
 
-async def run_idle_clients(url: str, n: int, devices: int, rss: Any,
-                           max_time: float) -> dict[str, Any]:
+async def run_idle_clients(
+    url: str, n: int, devices: int, rss: Any, max_time: float
+) -> dict[str, Any]:
     """N idle WebSockets: N/D users with D devices each; the node's RSS before and after."""
     import aiohttp
 
@@ -206,6 +293,7 @@ async def run_idle_clients(url: str, n: int, devices: int, rss: Any,
     tokens: dict[str, str] = {}
     sem = asyncio.Semaphore(16)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
         async def register(user: str) -> None:
             async with sem:
                 tokens[user] = (await signup(http, url, user))[1]
@@ -220,8 +308,10 @@ async def run_idle_clients(url: str, n: int, devices: int, rss: Any,
         async def connect(c: int) -> None:
             user = users[c % len(users)]
             async with sem:
-                ws = await http.ws_connect(f"{url}/api/v1/ws?device_id=idle{c // len(users)}",
-                                           headers={"Authorization": f"Bearer {tokens[user]}"})
+                ws = await http.ws_connect(
+                    f"{url}/api/v1/ws?device_id=idle{c // len(users)}",
+                    headers={"Authorization": f"Bearer {tokens[user]}"},
+                )
                 sockets.append(ws)
                 first = await ws.receive(timeout=30)
             if first.type != aiohttp.WSMsgType.TEXT or '"ready"' not in first.data:
@@ -244,9 +334,16 @@ async def run_idle_clients(url: str, n: int, devices: int, rss: Any,
             open_now = sum(1 for ws in sockets if not ws.closed)
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    return {"connections": n, "users": len(users), "devices_per_user": devices,
-            "open_at_end": open_now, "setup_s": round(setup_s, 2),
-            "connect_s": round(connect_s, 2), "rss_before": before, "rss_after": after}
+    return {
+        "connections": n,
+        "users": len(users),
+        "devices_per_user": devices,
+        "open_at_end": open_now,
+        "setup_s": round(setup_s, 2),
+        "connect_s": round(connect_s, 2),
+        "rss_before": before,
+        "rss_after": after,
+    }
 
 
 def run_idle(a: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
@@ -256,16 +353,26 @@ def run_idle(a: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
             urls, spids = srv.urls, srv.pids
             if not spids:
                 raise SystemExit("--idle against --url needs --server-pids")
-            res = asyncio.run(run_idle_clients(urls[0], a.idle, a.idle_devices,
-                                               functools.partial(rss_bytes, spids), a.max_time))
+            res = asyncio.run(
+                run_idle_clients(
+                    urls[0], a.idle, a.idle_devices, functools.partial(rss_bytes, spids), a.max_time
+                )
+            )
             before, after = res.pop("rss_before"), res.pop("rss_after")
-            line = {"kind": "idle", "target": "url" if a.urls else "node", "label": a.label,
-                    **res, "rss_before_mb": round(before / MB, 1),
-                    "rss_after_mb": round(after / MB, 1),
-                    "rss_per_conn_kib": round((after - before) / 1024 / max(1, a.idle), 1),
-                    "ts": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            say(f"idle run {r + 1}/{a.repeat}: {line['connections']} sockets, "
-                f"{line['rss_per_conn_kib']} KiB each")
+            line = {
+                "kind": "idle",
+                "target": "url" if a.urls else "node",
+                "label": a.label,
+                **res,
+                "rss_before_mb": round(before / MB, 1),
+                "rss_after_mb": round(after / MB, 1),
+                "rss_per_conn_kib": round((after - before) / 1024 / max(1, a.idle), 1),
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            say(
+                f"idle run {r + 1}/{a.repeat}: {line['connections']} sockets, "
+                f"{line['rss_per_conn_kib']} KiB each"
+            )
             lines.append(line)
     lines = [report.median_line(lines)]
     emit(a, lines[0])
@@ -297,9 +404,17 @@ def main(argv: list[str] | None = None) -> int:
         logdir = Path(a.logs) if a.logs else Path(tmp)
         logdir.mkdir(parents=True, exist_ok=True)
         try:
-            with Target(urls=a.urls, server_pids=a.server_pid_list, infra_pids=a.infra_pid_list,
-                        database_url=a.database_url, redis_url=a.redis_url, echo=a.echo,
-                        node_env=a.env, logdir=logdir, say=say) as target:
+            with Target(
+                urls=a.urls,
+                server_pids=a.server_pid_list,
+                infra_pids=a.infra_pid_list,
+                database_url=a.database_url,
+                redis_url=a.redis_url,
+                echo=a.echo,
+                node_env=a.env,
+                logdir=logdir,
+                say=say,
+            ) as target:
                 lines = run_idle(a, target) if a.idle else run_matrix(a, target)
         except KeyboardInterrupt:
             say("interrupted")

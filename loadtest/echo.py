@@ -61,6 +61,7 @@ def main() -> None:
     a = ap.parse_args()
     try:
         import uvloop
+
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover
         loop = None

@@ -145,9 +145,11 @@ class MessengerUser(FastHttpUser):
                 if group["size"] >= GROUP_MAX or group["owner"].stopping:
                     continue
                 self.call(  # as the owner: only the owner adds members
-                    "POST", f"/api/v1/chats/{group['id']}/members",
+                    "POST",
+                    f"/api/v1/chats/{group['id']}/members",
                     name="/api/v1/chats/[id]/members",
-                    headers=group["owner"].headers(), json={"user_id": self.user_id},
+                    headers=group["owner"].headers(),
+                    json={"user_id": self.user_id},
                 )
                 group["size"] += 1
                 self.chats.add(group["id"])
@@ -214,8 +216,12 @@ class MessengerUser(FastHttpUser):
 
     def fire(self, name: str, ms: float, size: int, exc: Exception | None = None) -> None:
         self.environment.events.request.fire(
-            request_type="WS", name=name, response_time=ms,
-            response_length=size, exception=exc, context={},
+            request_type="WS",
+            name=name,
+            response_time=ms,
+            response_length=size,
+            exception=exc,
+            context={},
         )
 
     def report(self, name: str, start: float, size: int, exc: Exception | None = None) -> None:

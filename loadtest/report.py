@@ -10,10 +10,27 @@ from array import array
 from typing import Any
 
 # counters that should be 0: over repeats the worst run is reported, never a median
-WORST = ("lost", "dup", "out_of_order", "misrouted", "unconfirmed", "send_errors",
-         "server_log_errors")
-SUMMED = ("sent", "confirmed", "delivered", "dup", "out_of_order", "misrouted", "send_errors",
-          "other_errors", "lost", "unconfirmed")
+WORST = (
+    "lost",
+    "dup",
+    "out_of_order",
+    "misrouted",
+    "unconfirmed",
+    "send_errors",
+    "server_log_errors",
+)
+SUMMED = (
+    "sent",
+    "confirmed",
+    "delivered",
+    "dup",
+    "out_of_order",
+    "misrouted",
+    "send_errors",
+    "other_errors",
+    "lost",
+    "unconfirmed",
+)
 MB = 1024 * 1024
 
 
@@ -57,22 +74,35 @@ def pairs_line(m: dict[str, Any], base: dict[str, Any], server: dict[str, Any]) 
     wall = (m["last_recv"] - m["first_send"]) / 1e9 if m["last_recv"] > m["first_send"] else None
     cpu = server.get("server_cpu_s")
     line = dict(base)
-    line.update({
-        "planned": base["pairs"] * base["messages"],
-        "sent": m["sent"], "confirmed": m["confirmed"], "delivered": m["delivered"],
-        "lost": m["lost"], "dup": m["dup"], "out_of_order": m["out_of_order"],
-        "misrouted": m["misrouted"], "unconfirmed": m["unconfirmed"],
-        "send_errors": m["send_errors"], "error_frames": m["error_codes"],
-        "msgs_per_s": round(m["delivered"] / wall, 1) if wall else 0.0,
-        "wall_s": round(wall, 3) if wall else None,
-        "p50_ms": ms(pct(lat, 50)), "p95_ms": ms(pct(lat, 95)), "p99_ms": ms(pct(lat, 99)),
-        "max_ms": ms(lat[-1] if lat else None),
-        "max_send_lag_ms": ms(m["max_lag"]),
-        **server,
-        "server_cpu_ms_per_msg": (round(cpu * 1000 / m["delivered"], 3)
-                                  if cpu is not None and m["delivered"] else None),
-        "client_cpu_s": round(m["client_cpu"], 2),
-    })
+    line.update(
+        {
+            "planned": base["pairs"] * base["messages"],
+            "sent": m["sent"],
+            "confirmed": m["confirmed"],
+            "delivered": m["delivered"],
+            "lost": m["lost"],
+            "dup": m["dup"],
+            "out_of_order": m["out_of_order"],
+            "misrouted": m["misrouted"],
+            "unconfirmed": m["unconfirmed"],
+            "send_errors": m["send_errors"],
+            "error_frames": m["error_codes"],
+            "msgs_per_s": round(m["delivered"] / wall, 1) if wall else 0.0,
+            "wall_s": round(wall, 3) if wall else None,
+            "p50_ms": ms(pct(lat, 50)),
+            "p95_ms": ms(pct(lat, 95)),
+            "p99_ms": ms(pct(lat, 99)),
+            "max_ms": ms(lat[-1] if lat else None),
+            "max_send_lag_ms": ms(m["max_lag"]),
+            **server,
+            "server_cpu_ms_per_msg": (
+                round(cpu * 1000 / m["delivered"], 3)
+                if cpu is not None and m["delivered"]
+                else None
+            ),
+            "client_cpu_s": round(m["client_cpu"], 2),
+        }
+    )
     if m["first_error"]:
         line["first_error"] = m["first_error"]
     if m["timed_out"]:
@@ -94,8 +124,9 @@ def median_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
         out["failed_runs"] = len(lines) - len(ok)
     lines = ok
     for key, value in lines[-1].items():
-        vals: list[float] = [ln[key] for ln in lines
-                             if isinstance(ln.get(key), int | float) and ln[key] is not True]
+        vals: list[float] = [
+            ln[key] for ln in lines if isinstance(ln.get(key), int | float) and ln[key] is not True
+        ]
         if isinstance(value, bool) or len(vals) != len(lines):
             continue
         if key in WORST:
@@ -114,11 +145,18 @@ def soak_fields(samples: list[tuple[float, int]], duration: float, warmup: float
     after = [b / MB for t, b in during if t >= warmup]
     base = after[0] if after else mb[-1]
     stable = all(abs(v - base) <= 0.1 * base for v in after)
-    return {"kind": "soak", "duration_s": duration, "warmup_s": warmup,
-            "rss_start_mb": round(mb[0], 1), "rss_end_mb": round(mb[-1], 1),
-            "rss_min_mb": round(min(mb), 1), "rss_max_mb": round(max(mb), 1),
-            "rss_baseline_mb": round(base, 1), "rss_stable": stable,
-            "rss_samples_mb": [[round(t, 1), round(b / MB, 1)] for t, b in during]}
+    return {
+        "kind": "soak",
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "rss_start_mb": round(mb[0], 1),
+        "rss_end_mb": round(mb[-1], 1),
+        "rss_min_mb": round(min(mb), 1),
+        "rss_max_mb": round(max(mb), 1),
+        "rss_baseline_mb": round(base, 1),
+        "rss_stable": stable,
+        "rss_samples_mb": [[round(t, 1), round(b / MB, 1)] for t, b in during],
+    }
 
 
 def _fmt(v: Any, nd: int = 1) -> str:
@@ -132,12 +170,22 @@ def _fmt(v: Any, nd: int = 1) -> str:
 
 
 PAIRS_COLS = [  # (header, key, decimals)
-    ("target", "target", 0), ("topo", "topology", 0), ("rate", "rate_offered", 0),
-    ("msgs", "planned", 0), ("msgs/s", "msgs_per_s", 0), ("p50 ms", "p50_ms", 1),
-    ("p95 ms", "p95_ms", 1), ("p99 ms", "p99_ms", 1), ("max ms", "max_ms", 1),
-    ("lost", "lost", 0), ("dup", "dup", 0), ("srv CPU s", "server_cpu_s", 2),
-    ("CPU ms/msg", "server_cpu_ms_per_msg", 3), ("srv RSS MB", "server_rss_peak_mb", 0),
-    ("infra CPU s", "infra_cpu_s", 2), ("client CPU s", "client_cpu_s", 2),
+    ("target", "target", 0),
+    ("topo", "topology", 0),
+    ("rate", "rate_offered", 0),
+    ("msgs", "planned", 0),
+    ("msgs/s", "msgs_per_s", 0),
+    ("p50 ms", "p50_ms", 1),
+    ("p95 ms", "p95_ms", 1),
+    ("p99 ms", "p99_ms", 1),
+    ("max ms", "max_ms", 1),
+    ("lost", "lost", 0),
+    ("dup", "dup", 0),
+    ("srv CPU s", "server_cpu_s", 2),
+    ("CPU ms/msg", "server_cpu_ms_per_msg", 3),
+    ("srv RSS MB", "server_rss_peak_mb", 0),
+    ("infra CPU s", "infra_cpu_s", 2),
+    ("client CPU s", "client_cpu_s", 2),
 ]
 
 
@@ -160,18 +208,27 @@ def table(lines: list[dict[str, Any]]) -> str:
         if "error" in ln:
             out.append(f"FAILED {ln['kind']} {ln.get('topology', '')}: {ln['error'][:300]}")
         elif ln["kind"] == "soak":
-            out.append(f"soak {ln['duration_s']:.0f}s at {ln['rate_offered']:.0f} msgs/s: node RSS "
-                       f"start {ln['rss_start_mb']} MB, end {ln['rss_end_mb']} MB, "
-                       f"min {ln['rss_min_mb']} MB, max {ln['rss_max_mb']} MB; after "
-                       f"{ln['warmup_s']:.0f}s warm-up within ±10% of {ln['rss_baseline_mb']} MB: "
-                       f"{'yes' if ln['rss_stable'] else 'NO'}")
+            out.append(
+                f"soak {ln['duration_s']:.0f}s at {ln['rate_offered']:.0f} msgs/s: node RSS "
+                f"start {ln['rss_start_mb']} MB, end {ln['rss_end_mb']} MB, "
+                f"min {ln['rss_min_mb']} MB, max {ln['rss_max_mb']} MB; after "
+                f"{ln['warmup_s']:.0f}s warm-up within ±10% of {ln['rss_baseline_mb']} MB: "
+                f"{'yes' if ln['rss_stable'] else 'NO'}"
+            )
     idle = [ln for ln in lines if ln["kind"] == "idle"]
     if idle:
         rows = [["idle conns", "users", "RSS before MB", "RSS after MB", "KiB/conn", "connect s"]]
         for ln in idle:
-            rows.append([_fmt(ln["connections"]), _fmt(ln["users"]), _fmt(ln["rss_before_mb"]),
-                         _fmt(ln["rss_after_mb"]), _fmt(ln["rss_per_conn_kib"]),
-                         _fmt(ln["connect_s"], 2)])
+            rows.append(
+                [
+                    _fmt(ln["connections"]),
+                    _fmt(ln["users"]),
+                    _fmt(ln["rss_before_mb"]),
+                    _fmt(ln["rss_after_mb"]),
+                    _fmt(ln["rss_per_conn_kib"]),
+                    _fmt(ln["connect_s"], 2),
+                ]
+            )
         out.append(_render(rows))
     return "\n\n".join(out)
 
@@ -180,8 +237,12 @@ def _render(rows: list[list[str]]) -> str:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     text = []
     for n, r in enumerate(rows):
-        text.append("  ".join(v.ljust(w) if c < 2 else v.rjust(w)
-                              for c, (v, w) in enumerate(zip(r, widths, strict=True))))
+        text.append(
+            "  ".join(
+                v.ljust(w) if c < 2 else v.rjust(w)
+                for c, (v, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
     return "\n".join(text)

@@ -122,8 +122,13 @@ def listener_pids(url: str) -> list[int]:
     if p.hostname not in LOOPBACK or not p.port:
         return []
     with contextlib.suppress(psutil.Error, OSError):
-        return sorted({c.pid for c in psutil.net_connections("tcp")
-                       if c.status == psutil.CONN_LISTEN and c.laddr.port == p.port and c.pid})
+        return sorted(
+            {
+                c.pid
+                for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == p.port and c.pid
+            }
+        )
     return []
 
 
@@ -143,13 +148,17 @@ class Infra:
             from node.embedded import EmbeddedServers
 
             self.tmp = Path(tempfile.mkdtemp(prefix="msgr-bench-"))
-            self.embedded = EmbeddedServers(self.tmp / "infra", postgres=self.database_url is None,
-                                            redis=self.redis_url is None)
+            self.embedded = EmbeddedServers(
+                self.tmp / "infra", postgres=self.database_url is None, redis=self.redis_url is None
+            )
             db, redis = self.embedded.start()
             self.database_url = self.database_url or db
             self.redis_url = self.redis_url or redis
-            self._pids = [s.pid for s in (self.embedded.postgres, self.embedded.redis)
-                          if s is not None and s.pid]
+            self._pids = [
+                s.pid
+                for s in (self.embedded.postgres, self.embedded.redis)
+                if s is not None and s.pid
+            ]
         for url in given:  # servers of someone else's: CPU only if they listen on this machine
             self._pids += listener_pids(url)
         return self
@@ -213,35 +222,53 @@ class ServerGroup:
     def spawn(self, name: str, cmd: list[str], env: dict[str, str], port: int) -> str:
         log_path = self.logdir / f"{name}.log"
         with log_path.open("ab") as log:
-            p = subprocess.Popen(cmd, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+            p = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(p)
         self.logs.append(log_path)
         url = f"http://127.0.0.1:{port}"
         self.urls.append(url)
         return url
 
-    def start_nodes(self, count: int, database_url: str, redis_url: str,
-                    extra_env: dict[str, str]) -> list[str]:
+    def start_nodes(
+        self, count: int, database_url: str, redis_url: str, extra_env: dict[str, str]
+    ) -> list[str]:
         secret = secrets.token_urlsafe(32)
         for n in range(count):
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
-            env.update({
-                "MESSENGER_HOST": "127.0.0.1", "MESSENGER_PORT": str(port),
-                "MESSENGER_DATABASE_URL": database_url, "MESSENGER_REDIS_URL": redis_url,
-                "MESSENGER_DATA_DIR": str(self.logdir / f"data-{n}"),
-                "MESSENGER_JWT_SECRET": secret, "MESSENGER_NODE_ID": f"bench-{'ab'[n % 2]}{n}",
-                "MESSENGER_BCRYPT_ROUNDS": "4", "MESSENGER_LOG_LEVEL": "WARNING",
-                **extra_env,
-            })
+            env.update(
+                {
+                    "MESSENGER_HOST": "127.0.0.1",
+                    "MESSENGER_PORT": str(port),
+                    "MESSENGER_DATABASE_URL": database_url,
+                    "MESSENGER_REDIS_URL": redis_url,
+                    "MESSENGER_DATA_DIR": str(self.logdir / f"data-{n}"),
+                    "MESSENGER_JWT_SECRET": secret,
+                    "MESSENGER_NODE_ID": f"bench-{'ab'[n % 2]}{n}",
+                    "MESSENGER_BCRYPT_ROUNDS": "4",
+                    "MESSENGER_LOG_LEVEL": "WARNING",
+                    **extra_env,
+                }
+            )
             self.spawn(f"node-{n}", [sys.executable, "-m", "node", "serve"], env, port)
         return self.urls
 
     def start_echo(self) -> list[str]:
         port = free_port()
-        self.spawn("echo", [sys.executable, "-m", "loadtest.echo", "--port", str(port)],
-                   dict(os.environ), port)
+        self.spawn(
+            "echo",
+            [sys.executable, "-m", "loadtest.echo", "--port", str(port)],
+            dict(os.environ),
+            port,
+        )
         return self.urls
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
@@ -250,8 +277,9 @@ class ServerGroup:
             while not _healthy(url):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{url} did not become healthy "
-                                       f"(exit code {proc.poll()}); {log}:\n{tail}")
+                    raise RuntimeError(
+                        f"{url} did not become healthy (exit code {proc.poll()}); {log}:\n{tail}"
+                    )
                 time.sleep(0.1)
 
     def pids(self) -> list[int]:
@@ -262,8 +290,11 @@ class ServerGroup:
         for log in self.logs:
             with contextlib.suppress(OSError):
                 for line in log.read_text(errors="replace").splitlines():
-                    if ('"level":"error"' in line or '"level":"critical"' in line
-                            or line.startswith("Traceback")):
+                    if (
+                        '"level":"error"' in line
+                        or '"level":"critical"' in line
+                        or line.startswith("Traceback")
+                    ):
                         count += 1
         return count
 
@@ -294,9 +325,19 @@ class Target:
     """Where runs go: fresh node (or echo) processes per run on `Infra`, or the running nodes
     given by URL (`server_pids` / `infra_pids`, when known, for CPU and memory)."""
 
-    def __init__(self, *, urls: list[str], server_pids: list[int], infra_pids: list[int],
-                 database_url: str | None, redis_url: str | None, echo: bool,
-                 node_env: dict[str, str], logdir: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        *,
+        urls: list[str],
+        server_pids: list[int],
+        infra_pids: list[int],
+        database_url: str | None,
+        redis_url: str | None,
+        echo: bool,
+        node_env: dict[str, str],
+        logdir: Path,
+        say: Callable[[str], None],
+    ) -> None:
         self.urls, self.server_pids, self._infra_pids = urls, server_pids, infra_pids
         self.database_url, self.redis_url, self.echo = database_url, redis_url, echo
         self.node_env, self.logdir, self.say = node_env, logdir, say

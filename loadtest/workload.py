@@ -36,8 +36,14 @@ PASSWORD = "bench-password-1"
 ACK_DELAY = 0.02
 
 
-async def api(http: aiohttp.ClientSession, base: str, method: str, path: str,
-              token: str | None = None, **kw: Any) -> Any:
+async def api(
+    http: aiohttp.ClientSession,
+    base: str,
+    method: str,
+    path: str,
+    token: str | None = None,
+    **kw: Any,
+) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with http.request(method, f"{base}/api/v1{path}", headers=headers, **kw) as r:
         body = await r.read()
@@ -149,8 +155,14 @@ class Worker:
             async with sem:
                 await self.signup(s)
                 await self.signup(r)
-                js = await api(self.http, self.spec.send_url, "POST", "/chats", self.tokens[s],
-                               json={"kind": "direct", "user_id": self.ids[r]})
+                js = await api(
+                    self.http,
+                    self.spec.send_url,
+                    "POST",
+                    "/chats",
+                    self.tokens[s],
+                    json={"kind": "direct", "user_id": self.ids[r]},
+                )
                 self.chats[i] = str(js["id"])
 
         await asyncio.gather(*(pair(i) for i in self.spec.pairs))
@@ -167,11 +179,16 @@ class Worker:
                     ws = await self.http.ws_connect(f"{base}/ws?name={user}", max_msg_size=0)
                 else:
                     ws = await self.http.ws_connect(
-                        f"{base}/api/v1/ws?device_id=bench", max_msg_size=0, heartbeat=None,
-                        headers={"Authorization": f"Bearer {self.tokens[user]}"})
+                        f"{base}/api/v1/ws?device_id=bench",
+                        max_msg_size=0,
+                        heartbeat=None,
+                        headers={"Authorization": f"Bearer {self.tokens[user]}"},
+                    )
                 first = await ws.receive(timeout=30)
-            if (first.type != aiohttp.WSMsgType.TEXT
-                    or orjson.loads(first.data).get("type") != "ready"):
+            if (
+                first.type != aiohttp.WSMsgType.TEXT
+                or orjson.loads(first.data).get("type") != "ready"
+            ):
                 raise RuntimeError(f"{user}: expected a ready frame, got {first.data!r:.200}")
             conn = Conn(self, ws, i, self.ids[user], role == "r")
             self.conns.append(conn)
@@ -197,9 +214,11 @@ class Worker:
     async def run_sends(self, t0: int) -> None:
         sp = self.spec
         if sp.rate <= 0:
+
             async def sender(i: int) -> None:
                 for j in range(sp.messages):
                     await self.send(i, j)
+
             await asyncio.gather(*(sender(i) for i in sp.pairs))
             return
         ns_per = 1e9 / sp.rate
@@ -228,8 +247,14 @@ class Worker:
     def result(self, timed_out: bool, cpu: float) -> dict[str, Any]:
         lost = sum(1 for k, v in enumerate(self.confirmed) if v and not self.delivered[k])
         out = dict(vars(self.c))
-        out.update(lost=lost, unconfirmed=self.c.sent - self.c.confirmed - self.c.send_errors,
-                   lat=self.lat, cpu=cpu, timed_out=timed_out, pairs=len(self.spec.pairs))
+        out.update(
+            lost=lost,
+            unconfirmed=self.c.sent - self.c.confirmed - self.c.send_errors,
+            lat=self.lat,
+            cpu=cpu,
+            timed_out=timed_out,
+            pairs=len(self.spec.pairs),
+        )
         return out
 
     async def close(self) -> None:
@@ -241,8 +266,9 @@ class Worker:
 class Conn:
     """One WebSocket: reads frames, checks seq per chat, acks, and sends for its pair."""
 
-    def __init__(self, w: Worker, ws: aiohttp.ClientWebSocketResponse, pair: int, me: str,
-                 receiver: bool) -> None:
+    def __init__(
+        self, w: Worker, ws: aiohttp.ClientWebSocketResponse, pair: int, me: str, receiver: bool
+    ) -> None:
         self.w, self.ws, self.pair, self.me, self.receiver = w, ws, pair, me, receiver
         self.echo = w.spec.mode == "echo"
         self.chat = w.chats[pair]
@@ -309,14 +335,28 @@ class Conn:
         cmid = f"{self.w.spec.tag}-{self.pair}-{j}"
         text = f"{self.pair} {j} {ts}"
         if self.echo:
-            frame = orjson.dumps({"type": "message", "message": {
-                "id": cmid, "chat_id": self.chat, "seq": j + 1, "sender_id": self.me,
-                "client_msg_id": cmid, "text": text, "attachments": [],
-                "created_at": "1970-01-01T00:00:00Z"}}).decode()
+            frame = orjson.dumps(
+                {
+                    "type": "message",
+                    "message": {
+                        "id": cmid,
+                        "chat_id": self.chat,
+                        "seq": j + 1,
+                        "sender_id": self.me,
+                        "client_msg_id": cmid,
+                        "text": text,
+                        "attachments": [],
+                        "created_at": "1970-01-01T00:00:00Z",
+                    },
+                }
+            ).decode()
             await self.ws.send_str(f"{self.peer}\n{frame}")
         else:
-            await self.ws.send_str(orjson.dumps({"type": "send", "chat_id": self.chat,
-                                                 "client_msg_id": cmid, "text": text}).decode())
+            await self.ws.send_str(
+                orjson.dumps(
+                    {"type": "send", "chat_id": self.chat, "client_msg_id": cmid, "text": text}
+                ).decode()
+            )
 
     async def close(self) -> None:
         self.reader.cancel()
@@ -335,8 +375,12 @@ async def worker_main(spec: Spec, pipe: Any) -> None:
         async with asyncio.timeout(spec.max_time):
             await w.connect()
         await asyncio.sleep(spec.settle)
-        pipe.send(("ready", {"setup_s": (t_connect - t_setup) / 1e9,
-                             "connect_s": (now_ns() - t_connect) / 1e9}))
+        pipe.send(
+            (
+                "ready",
+                {"setup_s": (t_connect - t_setup) / 1e9, "connect_s": (now_ns() - t_connect) / 1e9},
+            )
+        )
         t0 = await loop.run_in_executor(None, pipe.recv)
         await asyncio.sleep(max(0, t0 - now_ns()) / 1e9)
         cpu0 = time.process_time()
@@ -359,6 +403,7 @@ def worker_entry(spec: Spec, pipe: Any) -> None:
     """multiprocessing target (spawned)."""
     try:
         import uvloop
+
         runner_args: dict[str, Any] = {"loop_factory": uvloop.new_event_loop}
     except ImportError:  # pragma: no cover
         runner_args = {}

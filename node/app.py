@@ -170,7 +170,10 @@ def _assemble(
     chats, users = ActorRegistry("chats"), ActorRegistry("users")
     committer = CommitPipeline(storage.messages)
     fanout = Fanout(
-        redis, identity.incarnation, mailbox_max=settings.mailbox_max, mailbox_ttl=settings.mailbox_ttl
+        redis,
+        identity.incarnation,
+        mailbox_max=settings.mailbox_max,
+        mailbox_ttl=settings.mailbox_ttl,
     )
     router_box: list[Router] = []
     directory = Directory(
@@ -179,21 +182,36 @@ def _assemble(
 
     def chat_actor(chat_id: int) -> ChatActor:
         return ChatActor(
-            chat_id, storage=storage, committer=committer, directory=directory, router=router,
-            mailbox_size=settings.chat_mailbox_size, idle_timeout=settings.actor_idle_timeout,
+            chat_id,
+            storage=storage,
+            committer=committer,
+            directory=directory,
+            router=router,
+            mailbox_size=settings.chat_mailbox_size,
+            idle_timeout=settings.actor_idle_timeout,
         )
 
     def user_actor(user_id: int) -> UserActor:
         return UserActor(
-            user_id, storage=storage, fanout=fanout, router=router,
-            mailbox_size=settings.user_mailbox_size, idle_timeout=settings.actor_idle_timeout,
+            user_id,
+            storage=storage,
+            fanout=fanout,
+            router=router,
+            mailbox_size=settings.user_mailbox_size,
+            idle_timeout=settings.actor_idle_timeout,
             presence_grace=settings.presence_grace,
         )
 
     outbound = Outbound(fanout)
     router = Router(
-        identity=identity, directory=directory, outbound=outbound, chats=chats, users=users,
-        chat_factory=chat_actor, user_factory=user_actor, forward_timeout=settings.lease_ttl * 2,
+        identity=identity,
+        directory=directory,
+        outbound=outbound,
+        chats=chats,
+        users=users,
+        chat_factory=chat_actor,
+        user_factory=user_actor,
+        forward_timeout=settings.lease_ttl * 2,
     )
     router_box.append(router)
     transport = Transport(
@@ -205,14 +223,28 @@ def _assemble(
     )
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
     deps = SessionDeps(
-        storage=storage, fanout=fanout, cursors=cursors, node_id=settings.node_id,
-        backlog_limit=settings.backlog_limit, outbox_limit=settings.outbox_limit,
+        storage=storage,
+        fanout=fanout,
+        cursors=cursors,
+        node_id=settings.node_id,
+        backlog_limit=settings.backlog_limit,
+        outbox_limit=settings.outbox_limit,
     )
     return NodeRuntime(
-        settings=settings, identity=identity, storage=storage, redis=redis, router=router,
-        committer=committer, outbound=outbound,
-        hub=DeviceHub(deps, router), cursors=cursors, chats=chats, users=users,
-        membership=membership, transport=transport, directory=directory,
+        settings=settings,
+        identity=identity,
+        storage=storage,
+        redis=redis,
+        router=router,
+        committer=committer,
+        outbound=outbound,
+        hub=DeviceHub(deps, router),
+        cursors=cursors,
+        chats=chats,
+        users=users,
+        membership=membership,
+        transport=transport,
+        directory=directory,
     )
 
 

@@ -1,4 +1,7 @@
-"""`python -m node serve | migrate | cluster --nodes N | chat` (also the `messenger-node` script)."""
+"""The command line: `python -m node serve | migrate | cluster --nodes N | chat`.
+
+Also installed as the `messenger-node` script.
+"""
 
 from __future__ import annotations
 

@@ -47,13 +47,20 @@ async def run_chat(base: str, username: str, password: str, peer: str, device: s
         _, me = await client.call("GET", "/users/me")
         match = await _find_user(client, peer)
         names = {me["id"]: username, match[0]["id"]: match[0]["username"]}
-        status, chat = await client.call("POST", "/chats", json={"kind": "direct", "user_id": match[0]["id"]})
+        status, chat = await client.call(
+            "POST", "/chats", json={"kind": "direct", "user_id": match[0]["id"]}
+        )
         if status not in (200, 201):
             print(f"cannot open the chat: {chat}", file=sys.stderr)
             return 1
-        print(f"chatting with {names[match[0]['id']]} (chat {chat['id']}); type and press Enter, Ctrl-D quits")
+        print(
+            f"chatting with {names[match[0]['id']]} (chat {chat['id']}); "
+            "type and press Enter, Ctrl-D quits"
+        )
         ws_url = base.rstrip("/") + f"/api/v1/ws?device_id={device}"
-        async with http.ws_connect(ws_url, headers={"Authorization": f"Bearer {client.token}"}) as ws:
+        async with http.ws_connect(
+            ws_url, headers={"Authorization": f"Bearer {client.token}"}
+        ) as ws:
             reader = asyncio.create_task(_show(ws, names, chat["id"]))
             try:
                 await _type(ws, chat["id"])
@@ -85,7 +92,9 @@ async def _show(ws: aiohttp.ClientWebSocketResponse, names: dict[str, str], chat
         kind = frame["type"]
         if kind == "message" and frame["message"]["chat_id"] == chat_id:
             m = frame["message"]
-            print(f"[{m['seq']}] {names.get(m['sender_id'], m['sender_id'])}: {m['text']}", flush=True)
+            print(
+                f"[{m['seq']}] {names.get(m['sender_id'], m['sender_id'])}: {m['text']}", flush=True
+            )
             await ws.send_json({"type": "ack", "chat_id": chat_id, "seq": m["seq"]})
         elif kind == "presence":
             state = "online" if frame["online"] else "offline"
@@ -102,5 +111,10 @@ async def _type(ws: aiohttp.ClientWebSocketResponse, chat_id: str) -> None:
             return
         if text := line.rstrip("\n"):
             await ws.send_json(
-                {"type": "send", "chat_id": chat_id, "client_msg_id": uuid.uuid4().hex, "text": text}
+                {
+                    "type": "send",
+                    "chat_id": chat_id,
+                    "client_msg_id": uuid.uuid4().hex,
+                    "text": text,
+                }
             )

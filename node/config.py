@@ -48,10 +48,14 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(12, ge=4, le=31)
 
     # --- delivery -----------------------------------------------------------------------------
-    backlog_limit: int = Field(1000, ge=1, description="newest unacked messages per chat on connect")
+    backlog_limit: int = Field(
+        1000, ge=1, description="newest unacked messages per chat on connect"
+    )
     outbox_limit: int = Field(8192, ge=16, description="frames queued per socket before disconnect")
     ack_flush_interval: float = Field(0.1, gt=0, le=0.25, description="ack batching, seconds")
-    mailbox_max: int = Field(10_000, ge=100, description="entries kept in a dormant user's Redis list")
+    mailbox_max: int = Field(
+        10_000, ge=100, description="entries kept in a dormant user's Redis list"
+    )
     mailbox_ttl: int = Field(7 * 24 * 3600, ge=60, description="Redis mailbox expiry, seconds")
     presence_grace: float = Field(2.0, ge=0, le=4.5, description="offline debounce, seconds")
 

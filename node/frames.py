@@ -79,11 +79,19 @@ def message_frame(message: Message) -> bytes:
 
 def sent_frame_from(client_msg_id: str, message_json: bytes) -> bytes:
     """The `sent` frame around an already encoded Message object."""
-    return b'{"type":"sent","client_msg_id":' + dumps(client_msg_id) + b',"message":' + message_json + b"}"
+    return (
+        b'{"type":"sent","client_msg_id":'
+        + dumps(client_msg_id)
+        + b',"message":'
+        + message_json
+        + b"}"
+    )
 
 
 def ready_frame(user_id: int, device_id: str, node_id: str) -> bytes:
-    return dumps({"type": "ready", "user_id": str(user_id), "device_id": device_id, "node_id": node_id})
+    return dumps(
+        {"type": "ready", "user_id": str(user_id), "device_id": device_id, "node_id": node_id}
+    )
 
 
 def error_frame(code: str, message: str, ref: str | None = None) -> bytes:

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 MESSAGES_ACCEPTED = Counter(
     "messenger_messages_accepted_total", "Messages stored by this node's chat actors"
@@ -32,7 +39,9 @@ MAILBOX_APPENDS = Counter(
     "messenger_dormant_mailbox_appends_total", "Batches appended to dormant users' Redis mailboxes"
 )
 REDIS_ERRORS = Counter("messenger_redis_errors_total", "Redis operations that failed", ["op"])
-POSTGRES_ERRORS = Counter("messenger_postgres_errors_total", "PostgreSQL operations that failed", ["op"])
+POSTGRES_ERRORS = Counter(
+    "messenger_postgres_errors_total", "PostgreSQL operations that failed", ["op"]
+)
 OWNERSHIP_CHANGES = Counter(
     "messenger_ownership_changes_total", "Chat ownership taken or lost by this node", ["change"]
 )
@@ -42,7 +51,9 @@ SLOW_CONSUMERS = Counter(
 
 CONNECTIONS = Gauge("messenger_connections", "WebSocket connections open on this node")
 ACTORS = Gauge("messenger_actors", "Live actors on this node", ["kind"])
-MAILBOX_DEPTH = Gauge("messenger_actor_mailbox_depth", "Messages waiting in actors' mailboxes", ["kind"])
+MAILBOX_DEPTH = Gauge(
+    "messenger_actor_mailbox_depth", "Messages waiting in actors' mailboxes", ["kind"]
+)
 OUTBOX_DEPTH = Gauge("messenger_outbox_depth", "Frames waiting in sockets' outboxes")
 PENDING_ACKS = Gauge("messenger_pending_acks", "Acked cursors not yet written to PostgreSQL")
 
@@ -60,7 +71,11 @@ def bind_runtime(runtime: Any) -> None:
     bind_gauge(CONNECTIONS, lambda: len(runtime.hub.sessions))
     bind_gauge(ACTORS, lambda: len(runtime.chats), kind="chat")
     bind_gauge(ACTORS, lambda: len(runtime.users), kind="user")
-    bind_gauge(MAILBOX_DEPTH, lambda: sum(r.mailbox_depth for r in runtime.chats.refs()), kind="chat")
-    bind_gauge(MAILBOX_DEPTH, lambda: sum(r.mailbox_depth for r in runtime.users.refs()), kind="user")
+    bind_gauge(
+        MAILBOX_DEPTH, lambda: sum(r.mailbox_depth for r in runtime.chats.refs()), kind="chat"
+    )
+    bind_gauge(
+        MAILBOX_DEPTH, lambda: sum(r.mailbox_depth for r in runtime.users.refs()), kind="user"
+    )
     bind_gauge(OUTBOX_DEPTH, lambda: sum(s.outbox_depth for s in runtime.hub.sessions))
     bind_gauge(PENDING_ACKS, lambda: runtime.cursors.pending)

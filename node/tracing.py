@@ -41,7 +41,9 @@ def enabled() -> bool:
     return _state["enabled"]
 
 
-def setup_tracing(settings: Settings, *, exporter: SpanExporter | None = None) -> TracerProvider | None:
+def setup_tracing(
+    settings: Settings, *, exporter: SpanExporter | None = None
+) -> TracerProvider | None:
     """Install a tracer provider and the instrumentations, once per process. With no exporter
     given, an OTLP/HTTP exporter is used when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces one)
     is set; otherwise tracing stays off and this returns None."""
@@ -72,11 +74,7 @@ def setup_tracing(settings: Settings, *, exporter: SpanExporter | None = None) -
 
 
 def _instrument(provider: TracerProvider) -> None:
-    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-    for instrumentor in (AioHttpServerInstrumentor(), AsyncPGInstrumentor(), RedisInstrumentor()):
+    for instrumentor in _instrumentors():
         if not instrumentor.is_instrumented_by_opentelemetry:
             with warnings.catch_warnings():
                 # the aiohttp instrumentation subclasses web.Application, which aiohttp
@@ -85,14 +83,19 @@ def _instrument(provider: TracerProvider) -> None:
                 instrumentor.instrument(tracer_provider=provider)
 
 
-def teardown_tracing() -> None:
-    """Undo `setup_tracing`'s instrumentation (tests); the provider stays installed, unused."""
+def _instrumentors() -> tuple[Any, ...]:
+    """The official instrumentations used (they are singletons: instrument once per process)."""
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+    return (AioHttpServerInstrumentor(), AsyncPGInstrumentor(), RedisInstrumentor())  # type: ignore[no-untyped-call]
+
+
+def teardown_tracing() -> None:
+    """Undo `setup_tracing`'s instrumentation (tests); the provider stays installed, unused."""
     _state["enabled"] = False
-    for instrumentor in (AioHttpServerInstrumentor(), AsyncPGInstrumentor(), RedisInstrumentor()):
+    for instrumentor in _instrumentors():
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
 
@@ -127,9 +130,7 @@ def span(
         context = otel_context.Context()
     else:
         context = None
-    span_links = [
-        Link(trace.get_current_span(extract(c)).get_span_context()) for c in links if c
-    ]
+    span_links = [Link(trace.get_current_span(extract(c)).get_span_context()) for c in links if c]
     with _tracer.start_as_current_span(
         name, context=context, kind=kind, links=span_links, attributes=attributes
     ):

@@ -71,28 +71,42 @@ class Api:
 
     async def account(self, username: str | None = None, password: str = PASSWORD) -> Account:
         username = username or f"u{uuid.uuid4().hex[:10]}"
-        r = await self.call("POST", "/api/v1/auth/register", json={"username": username, "password": password})
+        r = await self.call(
+            "POST", "/api/v1/auth/register", json={"username": username, "password": password}
+        )
         assert r.status == 201, r
-        t = await self.call("POST", "/api/v1/auth/login", json={"username": username, "password": password})
+        t = await self.call(
+            "POST", "/api/v1/auth/login", json={"username": username, "password": password}
+        )
         assert t.status == 200, t
-        return Account(r.body["user"]["id"], username, t.body["access_token"], t.body["refresh_token"])
+        return Account(
+            r.body["user"]["id"], username, t.body["access_token"], t.body["refresh_token"]
+        )
 
     async def direct(self, a: Account, b: Account) -> str:
-        r = await self.call("POST", "/api/v1/chats", a.token, json={"kind": "direct", "user_id": b.id})
+        r = await self.call(
+            "POST", "/api/v1/chats", a.token, json={"kind": "direct", "user_id": b.id}
+        )
         assert r.status in (200, 201), r
         return str(r.body["id"])
 
     async def group(self, owner: Account, members: list[Account], title: str = "group") -> str:
         r = await self.call(
-            "POST", "/api/v1/chats", owner.token,
+            "POST",
+            "/api/v1/chats",
+            owner.token,
             json={"kind": "group", "title": title, "member_ids": [m.id for m in members]},
         )
         assert r.status == 201, r
         return str(r.body["id"])
 
-    async def send(self, who: Account, chat_id: str, text: str, cmid: str | None = None) -> Response:
+    async def send(
+        self, who: Account, chat_id: str, text: str, cmid: str | None = None
+    ) -> Response:
         return await self.call(
-            "POST", f"/api/v1/chats/{chat_id}/messages", who.token,
+            "POST",
+            f"/api/v1/chats/{chat_id}/messages",
+            who.token,
             json={"client_msg_id": cmid or uuid.uuid4().hex, "text": text},
         )
 
@@ -221,7 +235,10 @@ class NodeProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node", "serve"],
-            env={**os.environ, **self.env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -233,7 +250,9 @@ class NodeProcess:
             while True:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    raise AssertionError(f"node exited {self.process.returncode}:\n{self.log_tail()}")
+                    raise AssertionError(
+                        f"node exited {self.process.returncode}:\n{self.log_tail()}"
+                    )
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(self.url + "/healthz") as r:
                         if r.status == 200:

@@ -56,9 +56,15 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 90) -> list[dict[str,
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "loadtest.bench", *args, *infra_args()]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "TMPDIR": str(tmp)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -82,11 +88,27 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 90) -> list[dict[str,
 
 
 def test_pairs_single_and_cross_deliver_everything_once(tmp_path: Path) -> None:
-    lines = run_bench(tmp_path, "--pairs", str(PAIRS), "--messages", str(MESSAGES),
-                      "--rates", "0", "--topologies", "single,cross", "--workers", "2",
-                      "--drain-timeout", "3", "--out", str(tmp_path / "out.jsonl"))
-    assert [(ln["kind"], ln["topology"]) for ln in lines] == [("pairs", "single"),
-                                                              ("pairs", "cross")]
+    lines = run_bench(
+        tmp_path,
+        "--pairs",
+        str(PAIRS),
+        "--messages",
+        str(MESSAGES),
+        "--rates",
+        "0",
+        "--topologies",
+        "single,cross",
+        "--workers",
+        "2",
+        "--drain-timeout",
+        "3",
+        "--out",
+        str(tmp_path / "out.jsonl"),
+    )
+    assert [(ln["kind"], ln["topology"]) for ln in lines] == [
+        ("pairs", "single"),
+        ("pairs", "cross"),
+    ]
     for ln in lines:
         ctx = json.dumps(ln)
         assert ln["lost"] == 0 and ln["dup"] == 0, ctx

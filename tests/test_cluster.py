@@ -97,7 +97,9 @@ async def pair(api: Api) -> tuple[Account, Account, str]:
 
 
 async def test_hundreds_of_messages_cross_nodes_in_order(
-    cluster_factory: Callable[[str, str], Cluster], database_url: str, redis_url: str,
+    cluster_factory: Callable[[str, str], Cluster],
+    database_url: str,
+    redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
     a, b = await cluster_factory(database_url, redis_url).start(2)
@@ -124,17 +126,21 @@ async def test_hundreds_of_messages_cross_nodes_in_order(
         await on_b.send_message(chat, f"b{i}")
         sent = await on_b.next("sent")
         assert sent["message"]["seq"] == 301 + i
-        await on_a.next("message", where=lambda f: f["message"]["seq"] == 301 + i)
+        await on_a.next("message", where=lambda f, seq=301 + i: f["message"]["seq"] == seq)
         latencies.append((time.perf_counter() - start) * 1000)
     latencies.sort()
-    print(f"cross-node send->deliver ms: p50={statistics.median(latencies):.1f} "
-          f"p99={latencies[98]:.1f} max={latencies[-1]:.1f}")
+    print(
+        f"cross-node send->deliver ms: p50={statistics.median(latencies):.1f} "
+        f"p99={latencies[98]:.1f} max={latencies[-1]:.1f}"
+    )
     await api_a.close()
     await api_b.close()
 
 
 async def test_one_users_devices_on_two_nodes_get_everything(
-    cluster_factory: Callable[[str, str], Cluster], database_url: str, redis_url: str,
+    cluster_factory: Callable[[str, str], Cluster],
+    database_url: str,
+    redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
     a, b = await cluster_factory(database_url, redis_url).start(2)
@@ -163,14 +169,18 @@ async def test_one_users_devices_on_two_nodes_get_everything(
 
     await alice_b.close()
     await sender.close()
-    offline = await laptop.next("presence", where=lambda f: f["user_id"] == alice.id and not f["online"])
+    offline = await laptop.next(
+        "presence", where=lambda f: f["user_id"] == alice.id and not f["online"]
+    )
     assert offline["online"] is False
     await api_a.close()
     await api_b.close()
 
 
 async def test_receivers_node_killed_mid_stream_loses_nothing(
-    cluster_factory: Callable[[str, str], Cluster], database_url: str, redis_url: str,
+    cluster_factory: Callable[[str, str], Cluster],
+    database_url: str,
+    redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
     cluster = cluster_factory(database_url, redis_url)
@@ -204,7 +214,9 @@ async def test_receivers_node_killed_mid_stream_loses_nothing(
 
 
 async def test_owner_paused_past_its_lease_cannot_write_with_a_stale_token(
-    cluster_factory: Callable[[str, str], Cluster], database_url: str, redis_url: str,
+    cluster_factory: Callable[[str, str], Cluster],
+    database_url: str,
+    redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
     a, b = await cluster_factory(database_url, redis_url).start(2)
@@ -237,8 +249,10 @@ async def test_owner_paused_past_its_lease_cannot_write_with_a_stale_token(
 
 
 async def test_redis_restarted_empty(
-    cluster_factory: Callable[[str, str], Cluster], database_url: str,
-    http: aiohttp.ClientSession, tmp_path: Path,
+    cluster_factory: Callable[[str, str], Cluster],
+    database_url: str,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
 ) -> None:
     redis_server = EmbeddedRedis(tmp_path / "redis", port=free_port(), persistent=False)
     redis_url = redis_server.start()
@@ -260,10 +274,12 @@ async def test_redis_restarted_empty(
 
         # both nodes reconnect, resubscribe and re-register: live traffic crosses nodes again
         after = await send_until_accepted(api_a, alice, chat, "after", cmid="after")
-        got = await on_b.next("message", timeout=20, where=lambda f: f["message"]["id"] == after["id"])
+        got = await on_b.next(
+            "message", timeout=20, where=lambda f: f["message"]["id"] == after["id"]
+        )
         assert got["message"]["seq"] == 2
         await on_b.send_message(chat, "reply")
-        assert (await on_a.next("message", where=lambda f: f["message"]["text"] == "reply"))
+        assert await on_a.next("message", where=lambda f: f["message"]["text"] == "reply")
         # the dormant user's mailbox was lost with Redis: the backlog comes from PostgreSQL
         carol_ws = await api_b.ws(carol)
         assert [m["text"] for m in await carol_ws.messages(5, group)] == [f"g{i}" for i in range(5)]
@@ -274,8 +290,10 @@ async def test_redis_restarted_empty(
 
 
 async def test_postgres_restart_answers_503_then_recovers(
-    cluster_factory: Callable[[str, str], Cluster], redis_url: str,
-    http: aiohttp.ClientSession, tmp_path: Path,
+    cluster_factory: Callable[[str, str], Cluster],
+    redis_url: str,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
 ) -> None:
     postgres = EmbeddedPostgres(tmp_path / "pg", port=free_port())
     database_url = postgres.start()
@@ -312,7 +330,9 @@ async def test_postgres_restart_answers_503_then_recovers(
 # --- helpers -------------------------------------------------------------------------------------
 
 
-async def send_until_accepted(api: Api, who: Account, chat: str, text: str, cmid: str) -> dict[str, Any]:
+async def send_until_accepted(
+    api: Api, who: Account, chat: str, text: str, cmid: str
+) -> dict[str, Any]:
     """Retry a send (same client_msg_id: idempotent) through a failover, as a client would."""
     async with asyncio.timeout(30):
         while True:
@@ -327,11 +347,17 @@ async def wait_cursor(database_url: str, user_id: int, device: str, chat: int, s
     conn = await asyncpg.connect(database_url)
     try:
         async with asyncio.timeout(5):
-            while (await conn.fetchval(
-                "SELECT acked_seq FROM device_cursors WHERE user_id=$1 AND device_id=$2 AND chat_id=$3",
-                user_id, device, chat,
-            ) or 0) < seq:
-                await asyncio.sleep(0.02)  # polling another process's writes
+            while (  # noqa: ASYNC110 - polling another process's writes: no event to await
+                await conn.fetchval(
+                    "SELECT acked_seq FROM device_cursors"
+                    " WHERE user_id = $1 AND device_id = $2 AND chat_id = $3",
+                    user_id,
+                    device,
+                    chat,
+                )
+                or 0
+            ) < seq:
+                await asyncio.sleep(0.02)
     finally:
         await conn.close()
 
@@ -347,7 +373,11 @@ async def chat_epoch(database_url: str, chat: str) -> int:
 async def message_rows(database_url: str, chat: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
-        return list(await conn.fetch("SELECT seq, epoch FROM messages WHERE chat_id = $1 ORDER BY seq", int(chat)))
+        return list(
+            await conn.fetch(
+                "SELECT seq, epoch FROM messages WHERE chat_id = $1 ORDER BY seq", int(chat)
+            )
+        )
     finally:
         await conn.close()
 

@@ -28,8 +28,13 @@ PSQL = Path(next(iter(_spec.submodule_search_locations))) / "pginstall" / "bin" 
 
 
 def psql(url: str, sql: str) -> str:
-    done = subprocess.run([str(PSQL), url, "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                          capture_output=True, text=True, timeout=30, check=True)
+    done = subprocess.run(
+        [str(PSQL), url, "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -99,8 +104,14 @@ def child_node() -> Iterator[Callable[[Path], tuple[subprocess.Popen[str], list[
 
     def start(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        child = subprocess.Popen([sys.executable, "-c", script, str(data_dir)], cwd=REPO, env=env,
-                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, str(data_dir)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         children.append(child)
         assert child.stdout is not None
         ready, _, _ = select.select([child.stdout], [], [], 90)
@@ -119,7 +130,8 @@ def child_node() -> Iterator[Callable[[Path], tuple[subprocess.Popen[str], list[
 
 
 def test_start_stop_restart_keeps_data(
-        tmp_path: Path, servers_factory: Callable[..., EmbeddedServers]) -> None:
+    tmp_path: Path, servers_factory: Callable[..., EmbeddedServers]
+) -> None:
     (tmp_path / "node.log").write_text("unrelated\n")
     servers = servers_factory(tmp_path)
     db_url, redis_url = servers.start()
@@ -153,9 +165,11 @@ def test_start_stop_restart_keeps_data(
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_signal_to_the_process_group_reaches_the_servers(
-        tmp_path: Path, signum: signal.Signals,
-        child_node: Callable[..., tuple[subprocess.Popen[str], list[str]]],
-        servers_factory: Callable[..., EmbeddedServers]) -> None:
+    tmp_path: Path,
+    signum: signal.Signals,
+    child_node: Callable[..., tuple[subprocess.Popen[str], list[str]]],
+    servers_factory: Callable[..., EmbeddedServers],
+) -> None:
     child, (db_url, redis_url, pg_pid, redis_pid) = child_node(tmp_path)
     assert os.getpgid(int(pg_pid)) == os.getpgid(int(redis_pid)) == child.pid
     psql(db_url, "CREATE TABLE survived (v text); INSERT INTO survived VALUES ('row')")
@@ -186,8 +200,10 @@ def test_signal_to_the_process_group_reaches_the_servers(
 
 
 def test_leftovers_of_a_node_killed_alone_are_stopped(
-        tmp_path: Path, child_node: Callable[..., tuple[subprocess.Popen[str], list[str]]],
-        servers_factory: Callable[..., EmbeddedServers]) -> None:
+    tmp_path: Path,
+    child_node: Callable[..., tuple[subprocess.Popen[str], list[str]]],
+    servers_factory: Callable[..., EmbeddedServers],
+) -> None:
     child, (db_url, _, pg_pid, redis_pid) = child_node(tmp_path)
     psql(db_url, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('row')")
     child.kill()  # the node alone: its servers live on, orphaned
@@ -201,7 +217,8 @@ def test_leftovers_of_a_node_killed_alone_are_stopped(
 
 
 def test_second_owner_of_a_data_dir_fails_fast(
-        tmp_path: Path, servers_factory: Callable[..., EmbeddedServers]) -> None:
+    tmp_path: Path, servers_factory: Callable[..., EmbeddedServers]
+) -> None:
     first = servers_factory(tmp_path, postgres=False, redis=True)
     _, redis_url = first.start()
     second = servers_factory(tmp_path, postgres=False, redis=True)

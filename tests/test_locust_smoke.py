@@ -36,9 +36,25 @@ def free_port() -> int:
 
 def run_locust(host: str, out: Path) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
-        "--headless", "-u", "10", "-r", "10", "-t", "8s", "--host", host,
-        "--csv", str(out / "run"), "--only-summary", "--loglevel", "WARNING",
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(REPO / "loadtest" / "locustfile.py"),
+        "--headless",
+        "-u",
+        "10",
+        "-r",
+        "10",
+        "-t",
+        "8s",
+        "--host",
+        host,
+        "--csv",
+        str(out / "run"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
     ]
     return subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=90)
 

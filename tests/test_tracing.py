@@ -34,8 +34,16 @@ async def test_one_message_is_one_trace_across_two_nodes(
     redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
-    a = await node_factory(make_settings(tmp_path / "a", database_url=database_url, redis_url=redis_url, node_id="node-a"))
-    b = await node_factory(make_settings(tmp_path / "b", database_url=database_url, redis_url=redis_url, node_id="node-b"))
+    a = await node_factory(
+        make_settings(
+            tmp_path / "a", database_url=database_url, redis_url=redis_url, node_id="node-a"
+        )
+    )
+    b = await node_factory(
+        make_settings(
+            tmp_path / "b", database_url=database_url, redis_url=redis_url, node_id="node-b"
+        )
+    )
     api_a, api_b = Api(http, str(a.make_url(""))), Api(http, str(b.make_url("")))
     alice, bob = await api_a.account("alice"), await api_a.account("bob")
     chat = await api_a.direct(alice, bob)
@@ -51,7 +59,11 @@ async def test_one_message_is_one_trace_across_two_nodes(
     await receiver.next("pong")  # frames are handled in order: the ack is done
 
     finished = spans.get_finished_spans()
-    root = next(s for s in finished if s.name == "ws.frame" and s.parent is None and _in_trace(finished, s, "chat.commit"))
+    root = next(
+        s
+        for s in finished
+        if s.name == "ws.frame" and s.parent is None and _in_trace(finished, s, "chat.commit")
+    )
     trace_id = root.context.trace_id
     path = [s for s in finished if s.context.trace_id == trace_id]
     names = {s.name for s in path}

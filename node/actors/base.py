@@ -45,7 +45,7 @@ class ActorStopped(ActorError):
     """The actor is stopping or stopped; resolve a fresh ref and try again."""
 
 
-class StopActor(Exception):  # noqa: N818 - a signal, not an error
+class StopActor(Exception):
     """Raised by a handler or `on_start` to stop the actor on purpose (no restart, no escalation);
     what is left in its mailbox goes to `undeliverable`."""
 
@@ -176,7 +176,9 @@ class Actor(Generic[M]):
             if isinstance(message, Ask) and not message.future.done():
                 message.future.set_exception(ActorStopped(str(reason)))
         if messages:
-            log.warning("actor.undeliverable", extra={"count": len(messages), "reason": str(reason)})
+            log.warning(
+                "actor.undeliverable", extra={"count": len(messages), "reason": str(reason)}
+            )
 
 
 class ActorRef(Generic[M]):
@@ -283,11 +285,13 @@ class ActorRegistry:
         tasks = [ref.task for ref in refs if ref.task is not None]
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:
-            log.warning("actors.stop_timeout", extra={"registry": self._name, "count": len(pending)})
+            log.warning(
+                "actors.stop_timeout", extra={"registry": self._name, "count": len(pending)}
+            )
             await asyncio.wait(pending)
 
     async def _run(
@@ -319,9 +323,7 @@ class ActorRegistry:
                             extra={"actor": str(ref.key), "registry": self._name},
                         )
                         break
-                    log.warning(
-                        "actor.restarted", exc_info=exc, extra={"actor": str(ref.key)}
-                    )
+                    log.warning("actor.restarted", exc_info=exc, extra={"actor": str(ref.key)})
         finally:
             mailbox.close()
             if self._refs.get(ref.key) is ref:

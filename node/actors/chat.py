@@ -88,6 +88,7 @@ class ChatGone(StopActor):
 class ChatUnavailable(StopActor):
     """The directory or the database cannot be reached: fail what is held."""
 
+
 _DB_DOWN = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
@@ -126,7 +127,7 @@ class ChatActor(Actor[ChatCommand]):
             raise ChatUnavailable(f"directory unavailable: {exc}") from None
         try:
             epoch = await self._storage.chats.take_ownership(self.chat_id)
-        except _DB_DOWN + (asyncpg.PostgresError,) as exc:
+        except (*_DB_DOWN, asyncpg.PostgresError) as exc:
             await self._directory.release(self._lease)
             raise ChatUnavailable(f"database unavailable: {exc!r}") from None
         if epoch is None:
@@ -180,7 +181,9 @@ class ChatActor(Actor[ChatCommand]):
             if key not in first:
                 first[key] = len(batch)
                 batch.append(
-                    NewMessage(command.sender_id, command.client_msg_id, command.text, command.attachments)
+                    NewMessage(
+                        command.sender_id, command.client_msg_id, command.text, command.attachments
+                    )
                 )
         try:
             results = await self._committer.commit(self.chat_id, self._epoch, batch)
@@ -196,7 +199,11 @@ class ChatActor(Actor[ChatCommand]):
             log.warning("chat.store_failed", extra={"chat_id": self.chat_id, "error": repr(exc)})
             self._reply_all(sends, SendOutcome.failed("unavailable"))
             return
-        created = [frames.EncodedMessage.of(r.message) for r in results if r.status == "created" and r.message]
+        created = [
+            frames.EncodedMessage.of(r.message)
+            for r in results
+            if r.status == "created" and r.message
+        ]
         if results and results[0].members_version != self._members_version:
             await self._load_members()
         outcomes: list[SendOutcome] = []

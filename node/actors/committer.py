@@ -40,7 +40,9 @@ class CommitPipeline:
         self._wakeup = asyncio.Event()
         self.transactions = 0
 
-    async def commit(self, chat_id: int, epoch: int, messages: Sequence[NewMessage]) -> list[PostResult]:
+    async def commit(
+        self, chat_id: int, epoch: int, messages: Sequence[NewMessage]
+    ) -> list[PostResult]:
         """Store one chat's batch (in a transaction shared with other chats); one result per
         message. Raises Fenced, ChatMissing, or the database's error."""
         future: asyncio.Future[list[PostResult]] = asyncio.get_running_loop().create_future()
@@ -71,8 +73,11 @@ class CommitPipeline:
             await self._commit(taken)
 
     def _take(self) -> list[_Pending]:
-        taken, rows = [], 0
-        while self._queue and (not taken or rows + len(self._queue[0].batch.messages) <= self._max_rows):
+        taken: list[_Pending] = []
+        rows = 0
+        while self._queue and (
+            not taken or rows + len(self._queue[0].batch.messages) <= self._max_rows
+        ):
             pending = self._queue.popleft()
             taken.append(pending)
             rows += len(pending.batch.messages)

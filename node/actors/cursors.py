@@ -71,11 +71,15 @@ class CursorWriter:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 metrics.POSTGRES_ERRORS.labels(op="cursors").inc()
-                log.warning("cursors.flush_failed", extra={"error": str(exc), "pending": self.pending})
+                log.warning(
+                    "cursors.flush_failed", extra={"error": str(exc), "pending": self.pending}
+                )
                 self._wakeup.set()
             except Exception as exc:  # asyncpg errors: PostgreSQL down or restarting
                 metrics.POSTGRES_ERRORS.labels(op="cursors").inc()
-                log.warning("cursors.flush_failed", extra={"error": repr(exc), "pending": self.pending})
+                log.warning(
+                    "cursors.flush_failed", extra={"error": repr(exc), "pending": self.pending}
+                )
                 self._wakeup.set()

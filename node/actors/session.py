@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
@@ -49,6 +49,8 @@ class BatchMeta:
 
     committed_at: float
     trace: tracing.Carrier
+
+
 _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
 
 
@@ -71,9 +73,23 @@ class SessionDeps:
 
 class DeviceSession:
     __slots__ = (
-        "_abort_timer", "_close_code", "_close_reason", "_deps", "_mailbox_count",
-        "_mailbox_high", "_outbox", "_traces", "_transport", "_waiter", "_ws", "acked",
-        "delivered", "device_id", "epoch", "sent", "user_id",
+        "_abort_timer",
+        "_close_code",
+        "_close_reason",
+        "_deps",
+        "_mailbox_count",
+        "_mailbox_high",
+        "_outbox",
+        "_traces",
+        "_transport",
+        "_waiter",
+        "_ws",
+        "acked",
+        "delivered",
+        "device_id",
+        "epoch",
+        "sent",
+        "user_id",
     )  # one per connected device: kept small
 
     def __init__(
@@ -153,7 +169,9 @@ class DeviceSession:
         if outbox is None:
             outbox = self._outbox = deque()
         elif len(outbox) >= self._deps.outbox_limit:
-            log.warning("session.outbox_overflow", extra={"user_id": self.user_id, "device": self.device_id})
+            log.warning(
+                "session.outbox_overflow", extra={"user_id": self.user_id, "device": self.device_id}
+            )
             metrics.SLOW_CONSUMERS.inc()
             self.close(WSCloseCode.TRY_AGAIN_LATER, "outbox overflow: reconnect to resume")
             return
@@ -178,12 +196,15 @@ class DeviceSession:
         """Record that this device has every message of the chat up to `seq`. Refused (raises)
         for a chat the user is not in, or above the chat's last seq."""
         if seq > self.sent.get(chat_id, -1):
-            position = await self._deps.storage.messages.position(self.user_id, self.device_id, chat_id)
+            position = await self._deps.storage.messages.position(
+                self.user_id, self.device_id, chat_id
+            )
             if position is None:
                 raise NotMember()
             if seq > position.last_seq:
                 raise ValidationFailed(
-                    f"ack {seq} is above the chat's last seq {position.last_seq}", code="invalid_ack"
+                    f"ack {seq} is above the chat's last seq {position.last_seq}",
+                    code="invalid_ack",
                 )
             self.sent[chat_id] = max(self.sent.get(chat_id, 0), seq, position.acked_seq)
         if seq <= self.acked.get(chat_id, 0):
@@ -226,7 +247,9 @@ class DeviceSession:
             log.info("session.write_stopped", extra={"user_id": self.user_id, "error": str(exc)})
             await self._ws.close()
         except Exception:  # e.g. PostgreSQL down while reading the backlog: let the device retry
-            log.exception("session.failed", extra={"user_id": self.user_id, "device": self.device_id})
+            log.exception(
+                "session.failed", extra={"user_id": self.user_id, "device": self.device_id}
+            )
             await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"try again")
         finally:
             if self._abort_timer is not None:
@@ -240,7 +263,9 @@ class DeviceSession:
     ) -> None:
         sent = self.sent.get(chat_id)
         if sent is None:  # a chat joined after connecting: start where the device stands
-            position = await self._deps.storage.messages.position(self.user_id, self.device_id, chat_id)
+            position = await self._deps.storage.messages.position(
+                self.user_id, self.device_id, chat_id
+            )
             if position is None:
                 return
             sent = self.sent[chat_id] = position.acked_seq
@@ -323,7 +348,9 @@ class DeviceSession:
             return await self._deps.fanout.read_mailbox(self.user_id)
         except (RedisError, OSError) as exc:  # the record is PostgreSQL: carry on without it
             metrics.REDIS_ERRORS.labels(op="mailbox_read").inc()
-            log.warning("session.mailbox_unreadable", extra={"user_id": self.user_id, "error": str(exc)})
+            log.warning(
+                "session.mailbox_unreadable", extra={"user_id": self.user_id, "error": str(exc)}
+            )
             return None
 
     def _with_unsaved(self, positions: list[ChatPosition]) -> list[ChatPosition]:
@@ -351,4 +378,6 @@ class DeviceSession:
         try:
             await self._deps.fanout.trim_mailbox(self.user_id, self._mailbox_count)
         except (RedisError, OSError) as exc:
-            log.warning("session.mailbox_trim_failed", extra={"user_id": self.user_id, "error": str(exc)})
+            log.warning(
+                "session.mailbox_trim_failed", extra={"user_id": self.user_id, "error": str(exc)}
+            )

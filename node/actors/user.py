@@ -70,13 +70,24 @@ class CheckOffline:
     pass
 
 
-UserMessage = Attach | Detach | DeliverMessages | DeliverFrame | DeviceTakenOver | Resync | CheckOffline
+UserMessage = (
+    Attach | Detach | DeliverMessages | DeliverFrame | DeviceTakenOver | Resync | CheckOffline
+)
 
 
 class UserActor(Actor[UserMessage]):
     __slots__ = (
-        "_announced_online", "_fanout", "_grace", "_offline_timer", "_router", "_storage",
-        "idle_timeout", "mailbox_size", "ref", "sessions", "user_id",
+        "_announced_online",
+        "_fanout",
+        "_grace",
+        "_offline_timer",
+        "_router",
+        "_storage",
+        "idle_timeout",
+        "mailbox_size",
+        "ref",
+        "sessions",
+        "user_id",
     )  # one per user with a device here: kept small
 
     def __init__(
@@ -126,9 +137,9 @@ class UserActor(Actor[UserMessage]):
                 del self.sessions[message.session.device_id]
                 await self._update_presence()
         elif isinstance(message, DeviceTakenOver):
-            session = self.sessions.get(message.device_id)
-            if session is not None and session.epoch < message.epoch:
-                session.close(DEVICE_REPLACED, "this device connected again")
+            older = self.sessions.get(message.device_id)
+            if older is not None and older.epoch < message.epoch:
+                older.close(DEVICE_REPLACED, "this device connected again")
         elif isinstance(message, Resync):
             for session in self.sessions.values():
                 session.request_resync()
@@ -151,7 +162,9 @@ class UserActor(Actor[UserMessage]):
         try:
             before, after = await self._fanout.set_presence(self.user_id, len(self.sessions))
         except (RedisError, OSError) as exc:
-            log.warning("presence.update_failed", extra={"user_id": self.user_id, "error": str(exc)})
+            log.warning(
+                "presence.update_failed", extra={"user_id": self.user_id, "error": str(exc)}
+            )
             return
         if after > 0 and self._offline_timer is not None:
             self._offline_timer.cancel()
@@ -180,7 +193,9 @@ class UserActor(Actor[UserMessage]):
         try:
             contacts = await self._storage.chats.contacts(self.user_id)
         except Exception as exc:
-            log.warning("presence.contacts_failed", extra={"user_id": self.user_id, "error": repr(exc)})
+            log.warning(
+                "presence.contacts_failed", extra={"user_id": self.user_id, "error": repr(exc)}
+            )
             return
         await self._router.to_users(contacts, frames.presence_frame(self.user_id, online))
 
@@ -190,7 +205,9 @@ class UserActor(Actor[UserMessage]):
             contacts = await self._storage.chats.contacts(self.user_id)
             online = await self._fanout.online_among(contacts)
         except Exception as exc:
-            log.warning("presence.snapshot_failed", extra={"user_id": self.user_id, "error": repr(exc)})
+            log.warning(
+                "presence.snapshot_failed", extra={"user_id": self.user_id, "error": repr(exc)}
+            )
             return
         for contact in online:
             session.offer_frame(frames.presence_frame(contact, True))

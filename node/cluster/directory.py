@@ -122,7 +122,7 @@ class Directory:
         value = await self._redis.get(key)
         if value is None:
             return None
-        holder = value.decode()
+        holder = value.decode() if isinstance(value, bytes) else str(value)
         if holder != self._me and not await self._redis.exists(self._alive_prefix + holder):
             return None
         return holder

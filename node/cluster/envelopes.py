@@ -18,7 +18,7 @@ WIRE_VERSION = 1
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = WIRE_VERSION
+    v: Literal[1] = 1  # WIRE_VERSION
     origin: str
     trace: dict[str, str] = Field(default_factory=dict)
 

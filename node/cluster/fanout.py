@@ -151,7 +151,13 @@ class Fanout:
 
     async def fanout_many(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
         """Several fan-outs in one script call, applied in order."""
-        args: list[object] = [self._me, keys.PREFIX, self._mailbox_max, self._mailbox_ttl, len(groups)]
+        args: list[bytes | str | int] = [
+            self._me,
+            keys.PREFIX,
+            self._mailbox_max,
+            self._mailbox_ttl,
+            len(groups),
+        ]
         for group in groups:
             args += [len(group.user_ids), *group.user_ids, group.payload]
             args += [len(group.mailbox_entries), *group.mailbox_entries]
@@ -177,7 +183,7 @@ class Fanout:
         return [uid for uid, count in zip(ids, counts, strict=True) if count]
 
     async def read_mailbox(self, user_id: int) -> MailboxContents:
-        raw = await self._redis.lrange(keys.mailbox(user_id), 0, -1)
+        raw: list[bytes] = await self._redis.lrange(keys.mailbox(user_id), 0, -1)  # type: ignore[assignment]  # bytes: no decode_responses
         frames: dict[int, dict[int, bytes]] = defaultdict(dict)
         for entry in raw:
             chat, seq, frame = entry.split(b":", 2)

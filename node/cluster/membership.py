@@ -57,7 +57,9 @@ class Membership:
                     log.info("membership.redis_ok", extra={"node": self._identity.incarnation})
                 self.healthy = True
                 if not remembered and not first:
-                    log.warning("membership.redis_forgot", extra={"node": self._identity.incarnation})
+                    log.warning(
+                        "membership.redis_forgot", extra={"node": self._identity.incarnation}
+                    )
                     await self._on_lost_memory()
                 first = False
             except (RedisError, OSError) as exc:

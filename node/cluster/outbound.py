@@ -84,7 +84,9 @@ class Outbound:
                 metrics.REDIS_ERRORS.labels(op="fanout").inc()
                 if delay is None:
                     self.dropped += len(groups)
-                    log.warning("outbound.dropped", extra={"groups": len(groups), "error": str(exc)})
+                    log.warning(
+                        "outbound.dropped", extra={"groups": len(groups), "error": str(exc)}
+                    )
                     return
                 await asyncio.sleep(delay)
                 continue

@@ -37,8 +37,8 @@ from node.actors.user import (
 from node.cluster import envelopes, keys
 from node.cluster.directory import Directory
 from node.cluster.fanout import FanoutGroup, mailbox_entry
-from node.cluster.outbound import Outbound
 from node.cluster.identity import NodeIdentity
+from node.cluster.outbound import Outbound
 from node.cluster.transport import Transport
 from node.frames import EncodedMessage, message_from_json
 from node.tasks import TaskSet
@@ -131,15 +131,23 @@ class Router:
     async def _forward(self, owner: str, command: ChatCommand) -> None:
         if isinstance(command, ChatSignalCommand):
             envelope: envelopes.Envelope = envelopes.ChatSignal(
-                origin=self._me, chat_id=command.chat_id, user_id=command.user_id,
-                device_id=command.device_id, signal=command.signal, seq=command.seq,
+                origin=self._me,
+                chat_id=command.chat_id,
+                user_id=command.user_id,
+                device_id=command.device_id,
+                signal=command.signal,
+                seq=command.seq,
             )
         else:
             request_id = uuid.uuid4().hex
             envelope = envelopes.SendRequest(
-                origin=self._me, trace=command.trace, request_id=request_id,
-                chat_id=command.chat_id, sender_id=command.sender_id,
-                client_msg_id=command.client_msg_id, text=command.text,
+                origin=self._me,
+                trace=command.trace,
+                request_id=request_id,
+                chat_id=command.chat_id,
+                sender_id=command.sender_id,
+                client_msg_id=command.client_msg_id,
+                text=command.text,
                 attachments=list(command.attachments),
             )
             timer = asyncio.get_running_loop().call_later(
@@ -204,17 +212,24 @@ class Router:
             actor.ref = ref
         return ref
 
-    async def deliver(self, chat_id: int, member_ids: list[int], batch: list[EncodedMessage]) -> None:
+    async def deliver(
+        self, chat_id: int, member_ids: list[int], batch: list[EncodedMessage]
+    ) -> None:
         """Stored messages to every device of every member: in-process here, one script call
         for the other nodes and the dormant members' mailboxes."""
         entries = [(e.seq, e.frame) for e in batch]
         meta = BatchMeta(time.time(), tracing.carrier())
         self._tell_users(member_ids, DeliverMessages(chat_id, entries, meta))
-        payload = envelopes.encode(envelopes.Deliver(
-            origin=self._me, chat_id=chat_id, user_ids=member_ids, trace=meta.trace,
-            committed_at=meta.committed_at,
-            messages=[envelopes.MessageEntry(seq=s, frame=f.decode()) for s, f in entries],
-        ))
+        payload = envelopes.encode(
+            envelopes.Deliver(
+                origin=self._me,
+                chat_id=chat_id,
+                user_ids=member_ids,
+                trace=meta.trace,
+                committed_at=meta.committed_at,
+                messages=[envelopes.MessageEntry(seq=s, frame=f.decode()) for s, f in entries],
+            )
+        )
         boxed = [mailbox_entry(chat_id, s, f) for s, f in entries]
         await self._outbound.submit(FanoutGroup(member_ids, payload, boxed))
 
@@ -231,17 +246,24 @@ class Router:
             return
         for uid in user_ids:
             self._tell_user(uid, DeliverFrame(frame, skip_device if uid == skip_user else None))
-        payload = envelopes.encode(envelopes.UserFrame(
-            origin=self._me, user_ids=list(user_ids), frame=frame.decode(),
-            skip_user=skip_user, skip_device=skip_device,
-        ))
+        payload = envelopes.encode(
+            envelopes.UserFrame(
+                origin=self._me,
+                user_ids=list(user_ids),
+                frame=frame.decode(),
+                skip_user=skip_user,
+                skip_device=skip_device,
+            )
+        )
         await self._outbound.submit(FanoutGroup(list(user_ids), payload))
 
     async def device_taken(self, user_id: int, device_id: str, epoch: int) -> None:
         """A device connected here: other nodes close their older connection of it."""
-        payload = envelopes.encode(envelopes.DeviceTaken(
-            origin=self._me, user_id=user_id, device_id=device_id, epoch=epoch
-        ))
+        payload = envelopes.encode(
+            envelopes.DeviceTaken(
+                origin=self._me, user_id=user_id, device_id=device_id, epoch=epoch
+            )
+        )
         await self._outbound.submit(FanoutGroup([user_id], payload))
 
     def _tell_users(self, user_ids: Sequence[int], message: UserMessage) -> None:
@@ -280,9 +302,15 @@ class Router:
         elif isinstance(envelope, envelopes.SendReply):
             self._settle(envelope.request_id, _outcome_from(envelope))
         elif isinstance(envelope, envelopes.ChatSignal):
-            await self._to_chat(ChatSignalCommand(
-                envelope.chat_id, envelope.user_id, envelope.device_id, envelope.signal, envelope.seq
-            ))
+            await self._to_chat(
+                ChatSignalCommand(
+                    envelope.chat_id,
+                    envelope.user_id,
+                    envelope.device_id,
+                    envelope.signal,
+                    envelope.seq,
+                )
+            )
         elif isinstance(envelope, envelopes.DeviceTaken):
             self._tell_user(envelope.user_id, DeviceTakenOver(envelope.device_id, envelope.epoch))
 
@@ -291,15 +319,21 @@ class Router:
 
         def reply(outcome: SendOutcome) -> None:
             envelope = envelopes.SendReply(
-                origin=self._me, request_id=request_id, status=outcome.status,
+                origin=self._me,
+                request_id=request_id,
+                status=outcome.status,
                 message=outcome.message_json.decode() if outcome.message_json else None,
             )
             self.tasks.start(self._publish_quietly(origin, envelope), name="send-reply")
 
         return SendCommand(
-            chat_id=request.chat_id, sender_id=request.sender_id,
-            client_msg_id=request.client_msg_id, text=request.text,
-            attachments=tuple(request.attachments), reply=reply, trace=request.trace,
+            chat_id=request.chat_id,
+            sender_id=request.sender_id,
+            client_msg_id=request.client_msg_id,
+            text=request.text,
+            attachments=tuple(request.attachments),
+            reply=reply,
+            trace=request.trace,
         )
 
     async def _publish_quietly(self, node: str, envelope: envelopes.Envelope) -> None:

@@ -71,7 +71,7 @@ class Transport:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
             finally:
                 try:
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
                 except (RedisError, OSError, TimeoutError):
                     pass
 

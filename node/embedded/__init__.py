@@ -42,14 +42,19 @@ class EmbeddedServers:
     """What the node owns in embedded mode: the data dir lock, plus whichever servers it needs
     (``<data_dir>/postgres`` and ``<data_dir>/redis``). Usable as a context manager."""
 
-    def __init__(self, data_dir: Path, *, postgres: bool, redis: bool,
-                 start_timeout: float = 60.0) -> None:
+    def __init__(
+        self, data_dir: Path, *, postgres: bool, redis: bool, start_timeout: float = 60.0
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.lock_path = self.data_dir / "embedded.lock"
-        self.postgres = (EmbeddedPostgres(self.data_dir / "postgres", start_timeout=start_timeout)
-                         if postgres else None)
-        self.redis = (EmbeddedRedis(self.data_dir / "redis", start_timeout=start_timeout)
-                      if redis else None)
+        self.postgres = (
+            EmbeddedPostgres(self.data_dir / "postgres", start_timeout=start_timeout)
+            if postgres
+            else None
+        )
+        self.redis = (
+            EmbeddedRedis(self.data_dir / "redis", start_timeout=start_timeout) if redis else None
+        )
         self._lock_fd: int | None = None
 
     def start(self) -> tuple[str | None, str | None]:
@@ -65,8 +70,10 @@ class EmbeddedServers:
         except BaseException:
             self.stop()
             raise
-        return (self.postgres.url if self.postgres else None,
-                self.redis.url if self.redis else None)
+        return (
+            self.postgres.url if self.postgres else None,
+            self.redis.url if self.redis else None,
+        )
 
     def stop(self) -> None:
         """Stop the servers and release the lock. Idempotent."""
@@ -89,9 +96,11 @@ class EmbeddedServers:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise EmbeddedError(f"the embedded servers in {self.data_dir} are already in use by "
-                                f"another node (pid {holder}, lock {self.lock_path}); "
-                                "use another data dir or stop that node") from None
+            raise EmbeddedError(
+                f"the embedded servers in {self.data_dir} are already in use by "
+                f"another node (pid {holder}, lock {self.lock_path}); "
+                "use another data dir or stop that node"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -100,6 +109,10 @@ class EmbeddedServers:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

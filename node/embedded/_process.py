@@ -30,8 +30,9 @@ def package_dir(package: str) -> Path:
     """Where an installed package lives, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedError(f"embedded mode needs the {package!r} package: "
-                            "pip install 'messenger-node[embedded]'")
+        raise EmbeddedError(
+            f"embedded mode needs the {package!r} package: pip install 'messenger-node[embedded]'"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -67,6 +68,7 @@ def _free_port() -> int:
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait until the processes are gone, or zombies (an unreaped orphan is dead enough);
     return those still alive after ``timeout``."""
+
     def alive(proc: psutil.Process) -> bool:
         try:
             return bool(proc.status() != psutil.STATUS_ZOMBIE)
@@ -143,9 +145,15 @@ class ServerProcess(ABC):
             port = self._fixed_port or _free_port()
             offset = log_size(self.log_path)
             with self.log_path.open("ab") as log_file:
-                self._proc = subprocess.Popen(self._command(port), stdin=subprocess.DEVNULL,
-                                              stdout=log_file, stderr=subprocess.STDOUT,
-                                              cwd=self.root, env=child_env(), **self._popen_user)
+                self._proc = subprocess.Popen(
+                    self._command(port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.root,
+                    env=child_env(),
+                    **self._popen_user,
+                )
             problem = self._wait_ready(port)
             if problem is None:
                 self._port = port
@@ -154,14 +162,17 @@ class ServerProcess(ABC):
                 except BaseException:
                     self.stop()
                     raise
-                log.info("embedded.started", extra={"server": self.kind, "port": port,
-                                                    "pid": self._proc.pid})
+                log.info(
+                    "embedded.started",
+                    extra={"server": self.kind, "port": port, "pid": self._proc.pid},
+                )
                 return self.url
             self.stop()
             output = read_log(self.log_path, offset)
             if attempt == attempts or "in use" not in output:
-                raise EmbeddedError(f"embedded {self.kind} {problem}; {self.log_path} says:\n"
-                                    f"{output}")
+                raise EmbeddedError(
+                    f"embedded {self.kind} {problem}; {self.log_path} says:\n{output}"
+                )
         raise AssertionError("unreachable")
 
     def _wait_ready(self, port: int) -> str | None:
@@ -189,8 +200,10 @@ class ServerProcess(ABC):
                 log.warning("embedded.stop_timeout", extra={"server": self.kind, "pid": proc.pid})
                 proc.kill()
                 proc.wait()
-        log.info("embedded.stopped", extra={"server": self.kind, "pid": proc.pid,
-                                            "returncode": proc.returncode})
+        log.info(
+            "embedded.stopped",
+            extra={"server": self.kind, "pid": proc.pid, "returncode": proc.returncode},
+        )
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""

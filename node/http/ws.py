@@ -13,16 +13,22 @@ import re
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
-from pydantic import ValidationError
-
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
 from node import errors, frames, tracing
 from node.actors.chat import SendOutcome
 from node.actors.session import DeviceSession
 from node.http.auth import authenticate
 from node.http.keys import DEVICES, MESSAGES, SETTINGS
-from node.http.ws_schemas import CLIENT_FRAME, AckFrame, PingFrame, ReadFrame, SendFrame, TypingFrame
+from node.http.ws_schemas import (
+    CLIENT_FRAME,
+    AckFrame,
+    PingFrame,
+    ReadFrame,
+    SendFrame,
+    TypingFrame,
+)
 from node.services.messages import MessageService
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,9 @@ class FrameReader:
         if not tracing.enabled():
             await self._handle(data)
             return
-        with tracing.span("ws.frame", root=True, kind=SpanKind.SERVER, user_id=self._session.user_id):
+        with tracing.span(
+            "ws.frame", root=True, kind=SpanKind.SERVER, user_id=self._session.user_id
+        ):
             await self._handle(data)
 
     async def _handle(self, data: str) -> None:
@@ -118,8 +126,12 @@ class FrameReader:
             if isinstance(frame, SendFrame):
                 ref = frame.client_msg_id
                 await self._messages.submit(
-                    session.user_id, frame.chat_id, frame.client_msg_id, frame.text,
-                    frame.attachments, self._reply_to(frame.client_msg_id),
+                    session.user_id,
+                    frame.chat_id,
+                    frame.client_msg_id,
+                    frame.text,
+                    frame.attachments,
+                    self._reply_to(frame.client_msg_id),
                 )
             elif isinstance(frame, AckFrame):
                 await session.ack(frame.chat_id, frame.seq)
@@ -137,7 +149,7 @@ class FrameReader:
             log.exception("ws.frame_failed", extra={"user_id": session.user_id})
             session.offer_frame(frames.error_frame("internal_error", "internal error", ref))
 
-    def _reply_to(self, client_msg_id: str) -> "_Reply":
+    def _reply_to(self, client_msg_id: str) -> _Reply:
         return _Reply(self._session, client_msg_id)
 
 
@@ -152,10 +164,14 @@ class _Reply:
 
     def __call__(self, outcome: SendOutcome) -> None:
         if outcome.message_json is not None and outcome.status in ("created", "duplicate"):
-            self._session.offer_frame(frames.sent_frame_from(self._client_msg_id, outcome.message_json))
+            self._session.offer_frame(
+                frames.sent_frame_from(self._client_msg_id, outcome.message_json)
+            )
             return
         code = _WS_CODES.get(outcome.status, "unavailable")
-        text = "you are not a member of this chat" if code == "not_member" else code.replace("_", " ")
+        text = (
+            "you are not a member of this chat" if code == "not_member" else code.replace("_", " ")
+        )
         self._session.offer_frame(frames.error_frame(code, text, self._client_msg_id))
 
 

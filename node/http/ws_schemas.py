@@ -29,7 +29,9 @@ class SendFrame(_Frame):
     chat_id: Id
     client_msg_id: Annotated[str, Field(min_length=1, max_length=64)]
     text: Annotated[str, Field(min_length=1, max_length=4000)]
-    attachments: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=10)
+    attachments: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=10
+    )
 
 
 class AckFrame(_Frame):

@@ -56,7 +56,9 @@ class DeviceHub:
                 ref.tell(Detach(session))
             except (MailboxFull, ActorStopped):
                 pass
-        log.info("device.disconnected", extra={"user_id": session.user_id, "device": session.device_id})
+        log.info(
+            "device.disconnected", extra={"user_id": session.user_id, "device": session.device_id}
+        )
 
     def close_all(self) -> None:
         """Shutdown: refuse new devices and close every socket with 1001 (going away)."""

@@ -112,7 +112,9 @@ class ChatStore:
         return ChatView(view.chat, view.read_seq, view.unread_count, tuple(map(user_from, members)))
 
     async def get(self, chat_id: int) -> Chat | None:
-        row = await self._pool.fetchrow(f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", chat_id)
+        row = await self._pool.fetchrow(
+            f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = $1", chat_id
+        )
         return chat_from(row) if row else None
 
     async def is_member(self, chat_id: int, user_id: int) -> bool:
@@ -194,14 +196,15 @@ class ChatStore:
     async def take_ownership(self, chat_id: int) -> int | None:
         """Bump the chat's fencing epoch and return it (None: no such chat). From now on only a
         writer carrying this epoch can store messages in the chat."""
-        return await self._pool.fetchval(
+        epoch: int | None = await self._pool.fetchval(
             "UPDATE chats SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch", chat_id
         )
+        return epoch
 
     async def mark_read(self, chat_id: int, user_id: int, seq: int) -> int | None:
         """Raise the member's read mark to `seq` (never lower it). None when not a member or
         `seq` is past the chat's last message."""
-        return await self._pool.fetchval(
+        read_seq: int | None = await self._pool.fetchval(
             "UPDATE chat_members cm SET read_seq = greatest(cm.read_seq, $3)"
             " FROM chats c WHERE c.id = cm.chat_id AND cm.chat_id = $1 AND cm.user_id = $2"
             "   AND $3 <= c.last_seq RETURNING cm.read_seq",
@@ -209,3 +212,4 @@ class ChatStore:
             user_id,
             seq,
         )
+        return read_seq

@@ -107,9 +107,10 @@ class MessageStore:
     async def _store(self, *args: list[Any]) -> list[asyncpg.Record]:
         for attempt in range(_RETRIES_ON_RACE):
             try:
-                return await self._pool.fetch(
+                rows: list[asyncpg.Record] = await self._pool.fetch(
                     "SELECT * FROM store_batches($1, $2, $3, $4, $5, $6, $7)", *args
                 )
+                return rows
             except asyncpg.UniqueViolationError:
                 if attempt == _RETRIES_ON_RACE - 1:
                     raise

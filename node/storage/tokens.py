@@ -48,7 +48,8 @@ class RefreshTokenStore:
             await conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = now()"
                 " WHERE revoked_at IS NULL AND family_id = ("
-                "   SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND spent_at IS NOT NULL)",
+                "   SELECT family_id FROM refresh_tokens"
+                "   WHERE token_hash = $1 AND spent_at IS NOT NULL)",
                 token_hash,
             )
             return None
@@ -62,4 +63,4 @@ class RefreshTokenStore:
             token_hash,
             user_id,
         )
-        return result != "UPDATE 0"
+        return bool(result != "UPDATE 0")
