@@ -111,7 +111,7 @@ DECLARE
     v_last bigint;
     v_epoch bigint;
 BEGIN
-    SELECT c.last_seq, c.epoch INTO v_last, v_epoch FROM chats c WHERE c.id = p_chat FOR UPDATE;
+    SELECT c.last_seq, c.epoch INTO v_last, v_epoch FROM chats c WHERE c.id = p_chat FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'chat % does not exist', p_chat USING ERRCODE = 'MN001';
     END IF;
@@ -195,8 +195,10 @@ BEGIN
         v_rows := ARRAY(SELECT i FROM generate_subscripts(p_row_chat, 1) AS i
                         WHERE p_row_chat[i] = k ORDER BY i);
         v_epoch := NULL;
+        -- NO KEY UPDATE (not UPDATE): only non-key columns change, and it must not conflict with
+        -- the KEY SHARE locks that foreign-key checks (cursors, messages) take on this row
         SELECT c.last_seq, c.epoch, c.members_version INTO v_last, v_epoch, v_version
-        FROM chats c WHERE c.id = v_chat FOR UPDATE;
+        FROM chats c WHERE c.id = v_chat FOR NO KEY UPDATE;
         IF v_epoch IS NULL OR v_epoch <> p_epochs[k] THEN
             RETURN QUERY
             SELECT r, CASE WHEN v_epoch IS NULL THEN 'missing' ELSE 'fenced' END, 0::bigint,

@@ -1,6 +1,8 @@
 """Chats and their members.
 
-Membership changes lock the chat row (`FOR UPDATE`) so that a member's `joined_seq` is exactly the
+Membership changes lock the chat row (`FOR NO KEY UPDATE`, like the group commit: it does not
+conflict with the key-share locks that foreign-key checks of cursors and messages take, so no
+deadlock with them) so that a member's `joined_seq` is exactly the
 `last_seq` at the moment of joining with respect to the chat actor's writes, and bump
 `members_version` so that the chat actor notices its member cache is stale at its next write.
 """
@@ -128,7 +130,7 @@ class ChatStore:
         """Add a member at the chat's current last_seq. False if they already were one."""
         async with self._pool.acquire() as conn, conn.transaction():
             last_seq = await conn.fetchval(
-                "SELECT last_seq FROM chats WHERE id = $1 FOR UPDATE", chat_id
+                "SELECT last_seq FROM chats WHERE id = $1 FOR NO KEY UPDATE", chat_id
             )
             if last_seq is None:
                 raise ChatMissing(chat_id)
@@ -153,7 +155,7 @@ class ChatStore:
         """Remove a member (and their cursors). An owner who leaves hands the group to its
         longest-standing member. False if they were not a member."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM chats WHERE id = $1 FOR UPDATE", chat_id)
+            await conn.execute("SELECT 1 FROM chats WHERE id = $1 FOR NO KEY UPDATE", chat_id)
             status = await conn.execute(
                 "DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2", chat_id, user_id
             )

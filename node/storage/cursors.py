@@ -22,7 +22,7 @@ class CursorStore:
             " SELECT w.u, w.d, w.c, w.s"
             " FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS w(u, d, c, s)"
             " JOIN chat_members cm ON cm.chat_id = w.c AND cm.user_id = w.u"
-            " ORDER BY w.u, w.d, w.c"
+            " ORDER BY w.c, w.u, w.d"  # chats in id order, as every other writer locks them
             " ON CONFLICT (user_id, device_id, chat_id) DO UPDATE"
             " SET acked_seq = greatest(dc.acked_seq, excluded.acked_seq), updated_at = now()",
             users,
