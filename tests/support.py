@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,16 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "password-123"
+NO_SUCH_ID = "9000000000"  # a well-formed id that names nothing
+# what must never appear in an error body
+LEAKS = ("Traceback", "traceback", 'File "', "asyncpg", "SELECT", "INSERT", "UPDATE ", "psycopg")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def with_database(url: str, name: str) -> str:
@@ -32,6 +44,21 @@ def with_database(url: str, name: str) -> str:
 class Response:
     status: int
     body: Any
+
+
+def assert_error(r: Response, status: int, code: str | None = None) -> None:
+    """`r` is an error of `status` (and `code`) in exactly the contract's shape, leaking nothing."""
+    from node.http.schemas import ErrorBody
+
+    assert r.status == status, r
+    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
+    assert set(r.body["error"]) == {"code", "message"}, r
+    ErrorBody.model_validate(r.body)
+    assert r.body["error"]["code"] and r.body["error"]["message"], r
+    if code is not None:
+        assert r.body["error"]["code"] == code, r
+    text = json.dumps(r.body)
+    assert not any(leak in text for leak in LEAKS), r
 
 
 @dataclass

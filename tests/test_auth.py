@@ -17,20 +17,7 @@ from node.config import Settings
 from node.http import schemas
 from node.services.access_tokens import signing_key
 from node.storage import Storage
-from tests.support import PASSWORD, Api, Response
-
-LEAKS = ("Traceback", 'File "', "asyncpg", "SELECT", "INSERT")
-
-
-def assert_error(r: Response, status: int, code: str | None = None) -> None:
-    """`r` is an error of `status` (and `code`) in exactly the contract's shape, leaking nothing."""
-    assert r.status == status, r
-    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
-    assert set(r.body["error"]) == {"code", "message"}, r
-    schemas.ErrorBody.model_validate(r.body)
-    if code is not None:
-        assert r.body["error"]["code"] == code, r
-    assert not any(leak in json.dumps(r.body) for leak in LEAKS), r
+from tests.support import PASSWORD, Api, Response, assert_error
 
 
 async def register(api: Api, username: str, password: str = PASSWORD) -> Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,18 +17,11 @@ import pytest
 
 from node.embedded import EmbeddedPostgres, EmbeddedRedis
 from node.storage import apply_migrations
-from tests.support import Account, Api, NodeProcess, WsClient
+from tests.support import Account, Api, NodeProcess, WsClient, free_port
 
 pytestmark = pytest.mark.process
 
 SECRET = "cluster-test-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Cluster:

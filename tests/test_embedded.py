@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from node.embedded import EmbeddedError, EmbeddedRedis, EmbeddedServers
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.find_spec("pgserver")
@@ -63,13 +64,6 @@ def processes_on(directory: Path, name: str) -> list[int]:
         except (psutil.Error, OSError):
             pass
     return pids
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

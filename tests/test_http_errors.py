@@ -13,10 +13,9 @@ import pytest
 from node.config import Settings
 from node.http import schemas
 from node.http.routes import ENDPOINTS
-from tests.support import Account, Api, Response
+from tests.support import NO_SUCH_ID, Account, Api, Response, assert_error
 
-LEAKS = ("Traceback", "traceback", 'File "', "asyncpg", "SELECT", "INSERT", "UPDATE ", "psycopg")
-BIG_ID = "9000000000"  # a well-formed id that names nothing
+BIG_ID = NO_SUCH_ID
 
 # Every REST route of the contract but media and push: (method, path, a well-formed body or None).
 # Ids in paths are well-formed; the refusals tested here come before anything is looked up.
@@ -51,20 +50,6 @@ TEMPLATES = {
 
 def route_id(route: tuple[str, str, Any]) -> str:
     return f"{route[0]} {route[1]}"
-
-
-def assert_error(r: Response, status: int, code: str | None = None) -> None:
-    """`r` is an error of `status` (and `code`) in exactly the contract's shape, leaking nothing."""
-    assert r.status == status, r
-    assert isinstance(r.body, dict), r
-    assert set(r.body) == {"error"} and set(r.body["error"]) == {"code", "message"}, r
-    schemas.ErrorBody.model_validate(r.body)
-    assert r.body["error"]["code"] and r.body["error"]["message"], r
-    if code is not None:
-        assert r.body["error"]["code"] == code, r
-    text = json.dumps(r.body)
-    for leak in LEAKS:
-        assert leak not in text, r
 
 
 @pytest.fixture

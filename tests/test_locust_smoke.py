@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import importlib.util
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, NodeProcess
+from tests.support import REPO, NodeProcess, free_port
 
 pytestmark = [
     pytest.mark.process,
@@ -25,13 +24,6 @@ pytestmark = [
         reason="needs the loadtest extra (locust, websocket-client)",
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_locust(host: str, out: Path) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ pages, visibility, concurrent senders, and the per-user rate limit."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,21 +16,7 @@ from aiohttp.test_utils import TestServer
 from node.http import schemas
 from node.storage import Storage
 from tests.conftest import make_settings
-from tests.support import Account, Api, Response
-
-LEAKS = ("Traceback", 'File "', "asyncpg", "SELECT")
-NO_SUCH_ID = "9000000000"
-
-
-def assert_error(r: Response, status: int, code: str | None = None) -> None:
-    """`r` is an error of `status` (and `code`) in exactly the contract's shape, leaking nothing."""
-    assert r.status == status, r
-    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
-    assert set(r.body["error"]) == {"code", "message"}, r
-    schemas.ErrorBody.model_validate(r.body)
-    if code is not None:
-        assert r.body["error"]["code"] == code, r
-    assert not any(leak in json.dumps(r.body) for leak in LEAKS), r
+from tests.support import NO_SUCH_ID, Account, Api, Response, assert_error
 
 
 async def post(api: Api, who: Account, chat_id: str, body: Any) -> Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,11 @@ import psutil
 import pytest
 
 from node.embedded import EmbeddedRedis
-from tests.support import Account, Api, NodeProcess
+from tests.support import Account, Api, NodeProcess, free_port
 
 pytestmark = pytest.mark.process
 
 SECRET = "process-test-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

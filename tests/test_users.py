@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from node.http import schemas
-from tests.support import Account, Api, Response
-
-LEAKS = ("Traceback", 'File "', "asyncpg", "SELECT")
-
-
-def assert_error(r: Response, status: int, code: str | None = None) -> None:
-    """`r` is an error of `status` (and `code`) in exactly the contract's shape, leaking nothing."""
-    assert r.status == status, r
-    assert isinstance(r.body, dict) and set(r.body) == {"error"}, r
-    assert set(r.body["error"]) == {"code", "message"}, r
-    schemas.ErrorBody.model_validate(r.body)
-    if code is not None:
-        assert r.body["error"]["code"] == code, r
-    assert not any(leak in json.dumps(r.body) for leak in LEAKS), r
+from tests.support import Account, Api, assert_error
 
 
 async def search(api: Api, who: Account, **params: Any) -> list[str]:
