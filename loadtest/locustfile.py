@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import re
 import time
@@ -47,12 +48,26 @@ groups: list[dict[str, Any]] = []  # {"id", "owner": MessengerUser, "size"}
 arrivals = itertools.count()
 
 
+NODES = [u.rstrip("/") for u in os.environ.get("MESSENGER_LOCUST_NODES", "").split(",") if u]
+_node_turn = itertools.count()
+
+
 class WsError(Exception):
     """An `error` frame or a lost socket, as Locust's failure reason."""
 
 
 class MessengerUser(FastHttpUser):
     wait_time = between(0.5, 2.0)
+
+    def ws_base(self) -> str:
+        """Where this user's WebSocket goes: `--host`, or with MESSENGER_LOCUST_NODES (comma-
+        separated node URLs, e.g. a local cluster's) one of them per user, round robin, so that
+        deliveries cross nodes."""
+        if not NODES:
+            return str(self.host).rstrip("/")
+        if not hasattr(self, "_node"):
+            self._node = NODES[next(_node_turn) % len(NODES)]
+        return self._node
 
     def on_start(self) -> None:
         self.ws: websocket.WebSocket | None = None
@@ -159,7 +174,7 @@ class MessengerUser(FastHttpUser):
     def connect(self) -> websocket.WebSocket | None:
         """Open the socket and wait for `ready`; then a reader greenlet takes every frame.
         Unconfirmed sends go again with the same client_msg_id: the node stores each once."""
-        url = re.sub(r"^http", "ws", str(self.host).rstrip("/")) + f"/api/v1/ws?device_id={DEVICE}"
+        url = re.sub(r"^http", "ws", self.ws_base()) + f"/api/v1/ws?device_id={DEVICE}"
         start = time.perf_counter()
         try:
             auth = self.headers()["Authorization"]

@@ -1,5 +1,5 @@
-"""The Locust load test runs clean against a real node for a few seconds: every row it reports
-(REST, `WS connect`, `WS send`, `WS deliver`) has requests and no failures.
+"""The Locust load test runs clean against a real local cluster for a few seconds: every row it
+reports (REST, `WS connect`, `WS send`, `WS deliver`) has requests and no failures.
 
 Locust runs as its own process: importing it here would monkey-patch this test process with
 gevent."""
@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import importlib.util
+import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, NodeProcess, free_port
+from tests.support import REPO, free_port
 
 pytestmark = [
     pytest.mark.process,
@@ -26,7 +29,7 @@ pytestmark = [
 ]
 
 
-def run_locust(host: str, out: Path) -> subprocess.CompletedProcess[str]:
+def run_locust(host: str, nodes: list[str], out: Path) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
@@ -48,33 +51,60 @@ def run_locust(host: str, out: Path) -> subprocess.CompletedProcess[str]:
         "--loglevel",
         "WARNING",
     ]
-    return subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=90)
+    env = {**os.environ, "MESSENGER_LOCUST_NODES": ",".join(nodes)}
+    return subprocess.run(command, cwd=out, env=env, capture_output=True, text=True, timeout=90)
 
 
-async def test_locust_run_has_traffic_and_no_failures(
+def two_free_ports() -> int:
+    """A port P with P+1 free too (`cluster` listens on PORT..PORT+N-1)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+async def test_locust_against_a_local_cluster_has_traffic_and_no_failures(
     tmp_path: Path, database_url: str, redis_url: str
 ) -> None:
-    node = NodeProcess(
-        {
-            "MESSENGER_HOST": "127.0.0.1",
-            "MESSENGER_PORT": str(free_port()),
-            "MESSENGER_DATA_DIR": str(tmp_path / "data"),
-            "MESSENGER_DATABASE_URL": database_url,
-            "MESSENGER_REDIS_URL": redis_url,
-            "MESSENGER_JWT_SECRET": "locust-smoke-secret-0123456789",
-            "MESSENGER_BCRYPT_ROUNDS": "4",
-            "MESSENGER_LOG_FORMAT": "text",
-            "MESSENGER_LOG_LEVEL": "WARNING",
-        },
-        tmp_path / "node.log",
+    """`python -m node cluster --nodes 2` as an operator runs it; Locust's users spread their
+    sockets over both nodes, so deliveries cross nodes; Ctrl-C stops the whole cluster."""
+    port = two_free_ports()
+    env = {
+        **os.environ,
+        "MESSENGER_HOST": "127.0.0.1",
+        "MESSENGER_PORT": str(port),
+        "MESSENGER_DATA_DIR": str(tmp_path / "data"),
+        "MESSENGER_DATABASE_URL": database_url,
+        "MESSENGER_REDIS_URL": redis_url,
+        "MESSENGER_JWT_SECRET": "locust-smoke-secret-0123456789",
+        "MESSENGER_BCRYPT_ROUNDS": "4",
+        "MESSENGER_LOG_FORMAT": "text",
+        "MESSENGER_LOG_LEVEL": "WARNING",
+    }
+    cluster = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
+        [sys.executable, "-m", "node", "cluster", "--nodes", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
-        node.start()
-        await node.wait_healthy()
-        result = await asyncio.to_thread(run_locust, node.url, tmp_path)
-        output = f"{result.stdout}\n{result.stderr}\nnode log:\n{node.log_tail()}"
-        assert result.returncode == 0, output
+        assert cluster.stdout is not None
+        lines = [await asyncio.to_thread(cluster.stdout.readline) for _ in range(3)]
+        assert lines[2].startswith("cluster of 2 node(s) is up"), lines
+        nodes = [line.split()[1] for line in lines[:2]]
+        assert nodes == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"], lines
 
+        result = await asyncio.to_thread(run_locust, nodes[0], nodes, tmp_path)
+        output = f"{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, output
         with (tmp_path / "run_stats.csv").open() as f:
             rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
         for (kind, name), row in rows.items():
@@ -83,7 +113,12 @@ async def test_locust_run_has_traffic_and_no_failures(
         assert {"WS connect", "WS send", "WS deliver"} <= names, (sorted(rows), output)
         for key in [("WS", "WS send"), ("WS", "WS deliver"), ("GET", "/api/v1/chats")]:
             assert int(rows[key]["Request Count"]) > 0, (key, output)
-        assert any(kind in ("GET", "POST") for kind, _ in rows), sorted(rows)
+
+        os.killpg(cluster.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        assert await asyncio.to_thread(cluster.wait, 30) == 0
     finally:
-        await node.terminate()
-        node.cleanup()
+        if cluster.poll() is None:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(10)
+        if cluster.stdout is not None:
+            cluster.stdout.close()
