@@ -52,10 +52,6 @@ class NotFound(ApiError):
     status, code, message = 404, "not_found", "not found"
 
 
-class MethodNotAllowed(ApiError):
-    status, code, message = 405, "method_not_allowed", "method not allowed"
-
-
 class Conflict(ApiError):
     status, code, message = 409, "conflict", "conflict"
 
@@ -70,10 +66,6 @@ class IdempotencyConflict(Conflict):
 
 class TooLarge(ApiError):
     status, code, message = 413, "too_large", "too large"
-
-
-class UnsupportedMediaType(ApiError):
-    status, code, message = 415, "unsupported_media_type", "expected application/json"
 
 
 class ValidationFailed(ApiError):

@@ -54,9 +54,6 @@ class EncodedMessage:
     def seq(self) -> int:
         return self.message.seq
 
-    def sent_frame(self) -> bytes:
-        return sent_frame_from(self.message.client_msg_id, self.json)
-
 
 def message_from_json(data: bytes | str) -> Message:
     """The inverse of `message_dict` + encoding (a Message object that crossed nodes)."""

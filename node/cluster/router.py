@@ -355,10 +355,6 @@ class Router:
             except (MailboxFull, ActorStopped):
                 pass
 
-    def fail_pending(self) -> None:
-        for request_id in list(self._pending):
-            self._settle(request_id, SendOutcome.failed("unavailable"))
-
 
 def _fail(command: ChatCommand, status: Any) -> None:
     if isinstance(command, SendCommand):

@@ -49,13 +49,6 @@ class UserStore:
         )
         return user_from(row) if row else None
 
-    async def get_many(self, user_ids: list[int]) -> list[User]:
-        rows = await self._pool.fetch(
-            "SELECT id, username, created_at FROM users WHERE id = ANY($1::bigint[]) ORDER BY id",
-            user_ids,
-        )
-        return [user_from(r) for r in rows]
-
     async def search(self, prefix: str, limit: int) -> list[User]:
         rows = await self._pool.fetch(
             "SELECT id, username, created_at FROM users"
