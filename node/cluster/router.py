@@ -98,6 +98,9 @@ class Router:
                 log.warning("route.directory_unavailable", extra={"error": str(exc)})
                 _fail(command, "unavailable")
                 return
+            except ActorStopped:  # the node is shutting down: no new chat actors
+                _fail(command, "unavailable")
+                return
             if isinstance(target, str):
                 await self._forward(target, command)
                 return
