@@ -159,20 +159,7 @@ class EmbeddedPostgres(ServerProcess):
 
     def _is_ready(self, port: int) -> bool:
         done = subprocess.run(
-            [
-                str(self._bin / "pg_isready"),
-                "-q",
-                "-h",
-                HOST,
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-t",
-                "1",
-            ],
+            [str(self._bin / "pg_isready"), "-q", *_connection(port), "-t", "1"],
             env=child_env(),
             check=False,
         )
@@ -190,14 +177,7 @@ class EmbeddedPostgres(ServerProcess):
                 "-tA",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-h",
-                HOST,
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
+                *_connection(port),
                 "-c",
                 sql,
             ],
@@ -210,3 +190,8 @@ class EmbeddedPostgres(ServerProcess):
         if done.returncode != 0:
             raise EmbeddedError(f"embedded postgres: {sql!r} failed: {done.stderr.strip()}")
         return done.stdout.strip()
+
+
+def _connection(port: int) -> list[str]:
+    """Client arguments for the embedded server's maintenance database."""
+    return ["-h", HOST, "-p", str(port), "-U", "postgres", "-d", "postgres"]
