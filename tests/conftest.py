@@ -173,6 +173,36 @@ async def node_factory(
 
 
 @pytest.fixture
+async def node_api(
+    node_factory: Callable[[Settings], Any],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start a node with other settings (same database and Redis) and get (server, Api) for it:
+    `server, api = await node_api(backlog_limit=5)`. The clients' sockets are closed after the
+    test, before the nodes stop."""
+    made: list[Api] = []
+
+    async def make(**overrides: Any) -> tuple[TestServer, Api]:
+        settings = make_settings(
+            tmp_path / f"node{len(made)}",
+            database_url=database_url,
+            redis_url=redis_url,
+            **overrides,
+        )
+        server: TestServer = await node_factory(settings)
+        api = Api(http, str(server.make_url("")))
+        made.append(api)
+        return server, api
+
+    yield make
+    for api in made:
+        await api.close()
+
+
+@pytest.fixture
 async def node(node_factory: Callable[[Settings], Any], settings: Settings) -> TestServer:
     server: TestServer = await node_factory(settings)
     return server

@@ -12,7 +12,6 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,12 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
-from node.config import Settings
 from node.storage import Storage
-from tests.conftest import make_settings
 from tests.support import Account, Api, WsClient
 
-NodeFactory = Callable[[Settings], Awaitable[TestServer]]
+NodeApi = Callable[..., Awaitable[tuple[TestServer, Api]]]
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -34,20 +31,6 @@ NodeFactory = Callable[[Settings], Awaitable[TestServer]]
 async def pair(api: Api) -> tuple[Account, Account, str]:
     a, b = await api.account(), await api.account()
     return a, b, await api.direct(a, b)
-
-
-async def node_api(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
-    **overrides: Any,
-) -> tuple[TestServer, Api]:
-    """A node with other settings (same database and Redis) and a REST/WS client for it."""
-    settings = make_settings(tmp_path, database_url=database_url, redis_url=redis_url, **overrides)
-    server = await node_factory(settings)
-    return server, Api(http, str(server.make_url("")))
 
 
 def seqs(messages: list[dict[str, Any]]) -> list[int]:
@@ -214,32 +197,23 @@ async def test_ack_is_durable_and_acked_messages_never_come_again(
 
 
 async def test_acked_message_is_not_resent_on_an_immediate_reconnect(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
 ) -> None:
     """ "A device that acked seq never receives that message again"; only an ack that was not
     durable when its node *died* may let a message come again. Here the node lives on: an ack
     still waiting for its batch flush (at most 250 ms) must count on a reconnect."""
-    _server, api = await node_api(
-        node_factory, http, tmp_path, database_url, redis_url, ack_flush_interval=0.25
-    )
-    try:
-        a, b, chat = await pair(api)
-        await send_rest(api, a, chat, 3)
-        wb = await api.ws(b, "d1")
-        assert seqs(await wb.messages(3, chat)) == [1, 2, 3]
-        await wb.ack(chat, 2)
-        await processed(wb)  # the node has taken the ack
-        wb = await reconnect(api, wb, b, "d1")
-        got = await wb.messages(1, chat)
-        assert seqs(got) == [3], f"acked messages came again: {frames_of_chat(wb, chat)}"
-        await wb.quiet("message", 0.4)
-        assert frames_of_chat(wb, chat) == [("message", 3)]
-    finally:
-        await api.close()
+    _server, api = await node_api(ack_flush_interval=0.25)
+    a, b, chat = await pair(api)
+    await send_rest(api, a, chat, 3)
+    wb = await api.ws(b, "d1")
+    assert seqs(await wb.messages(3, chat)) == [1, 2, 3]
+    await wb.ack(chat, 2)
+    await processed(wb)  # the node has taken the ack
+    wb = await reconnect(api, wb, b, "d1")
+    got = await wb.messages(1, chat)
+    assert seqs(got) == [3], f"acked messages came again: {frames_of_chat(wb, chat)}"
+    await wb.quiet("message", 0.4)
+    assert frames_of_chat(wb, chat) == [("message", 3)]
 
 
 async def test_acks_are_per_device(api: Api, storage: Storage) -> None:
@@ -319,82 +293,51 @@ async def test_removed_member_gets_nothing_more(api: Api) -> None:
 
 
 async def test_backlog_limit_sends_a_gap_then_the_newest(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
 ) -> None:
-    _server, api = await node_api(
-        node_factory, http, tmp_path, database_url, redis_url, backlog_limit=5
-    )
-    try:
-        a, b, chat = await pair(api)
-        await send_rest(api, a, chat, 12)
-        wb = await api.ws(b)
-        got = await wb.messages(5, chat)
-        assert seqs(got) == [8, 9, 10, 11, 12]
-        gap = wb.of_kind("gap")
-        assert gap == [{"type": "gap", "chat_id": chat, "after_seq": 0, "before_seq": 8}]
-        assert frames_of_chat(wb, chat) == [("gap", (0, 8))] + [
-            ("message", s) for s in range(8, 13)
-        ]
-        skipped = await api.history(b, chat, after_seq=0, before_seq=8)
-        assert seqs(skipped) == list(range(1, 8))  # the range the gap names, over REST
-        await api.send(a, chat, "live")
-        assert seqs(await wb.messages(1, chat)) == [13]
-        assert len(wb.of_kind("gap")) == 1
-    finally:
-        await api.close()
+    _server, api = await node_api(backlog_limit=5)
+    a, b, chat = await pair(api)
+    await send_rest(api, a, chat, 12)
+    wb = await api.ws(b)
+    got = await wb.messages(5, chat)
+    assert seqs(got) == [8, 9, 10, 11, 12]
+    gap = wb.of_kind("gap")
+    assert gap == [{"type": "gap", "chat_id": chat, "after_seq": 0, "before_seq": 8}]
+    assert frames_of_chat(wb, chat) == [("gap", (0, 8))] + [("message", s) for s in range(8, 13)]
+    skipped = await api.history(b, chat, after_seq=0, before_seq=8)
+    assert seqs(skipped) == list(range(1, 8))  # the range the gap names, over REST
+    await api.send(a, chat, "live")
+    assert seqs(await wb.messages(1, chat)) == [13]
+    assert len(wb.of_kind("gap")) == 1
 
 
 async def test_backlog_limit_gap_starts_at_the_devices_cursor(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
     storage: Storage,
 ) -> None:
-    _server, api = await node_api(
-        node_factory, http, tmp_path, database_url, redis_url, backlog_limit=5
-    )
-    try:
-        a, b, chat = await pair(api)
-        await send_rest(api, a, chat, 2)
-        wb = await api.ws(b, "d1")
-        assert seqs(await wb.messages(2, chat)) == [1, 2]
-        await wb.ack(chat, 2)
-        await poll(cursor_probe(storage, b, "d1", chat), lambda v: v == 2)
-        await wb.close()
-        await send_rest(api, a, chat, 12)
-        wb = await api.ws(b, "d1")
-        assert seqs(await wb.messages(5, chat)) == [10, 11, 12, 13, 14]
-        assert frames_of_chat(wb, chat) == [("gap", (2, 10))] + [
-            ("message", s) for s in range(10, 15)
-        ]
-    finally:
-        await api.close()
+    _server, api = await node_api(backlog_limit=5)
+    a, b, chat = await pair(api)
+    await send_rest(api, a, chat, 2)
+    wb = await api.ws(b, "d1")
+    assert seqs(await wb.messages(2, chat)) == [1, 2]
+    await wb.ack(chat, 2)
+    await poll(cursor_probe(storage, b, "d1", chat), lambda v: v == 2)
+    await wb.close()
+    await send_rest(api, a, chat, 12)
+    wb = await api.ws(b, "d1")
+    assert seqs(await wb.messages(5, chat)) == [10, 11, 12, 13, 14]
+    assert frames_of_chat(wb, chat) == [("gap", (2, 10))] + [("message", s) for s in range(10, 15)]
 
 
 async def test_backlog_at_the_limit_has_no_gap(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
 ) -> None:
-    _server, api = await node_api(
-        node_factory, http, tmp_path, database_url, redis_url, backlog_limit=5
-    )
-    try:
-        a, b, chat = await pair(api)
-        await send_rest(api, a, chat, 5)
-        wb = await api.ws(b)
-        assert seqs(await wb.messages(5, chat)) == [1, 2, 3, 4, 5]
-        await wb.quiet("gap", 0.3)
-    finally:
-        await api.close()
+    _server, api = await node_api(backlog_limit=5)
+    a, b, chat = await pair(api)
+    await send_rest(api, a, chat, 5)
+    wb = await api.ws(b)
+    assert seqs(await wb.messages(5, chat)) == [1, 2, 3, 4, 5]
+    await wb.quiet("gap", 0.3)
 
 
 # --- the dormant user's Redis mailbox ------------------------------------------------------------
@@ -633,15 +576,9 @@ def _protocol(ws: aiohttp.ClientWebSocketResponse) -> Any:
 
 
 async def test_a_socket_that_is_not_read_is_closed_with_1013_and_resumes(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
 ) -> None:
-    _server, api = await node_api(
-        node_factory, http, tmp_path, database_url, redis_url, outbox_limit=16
-    )
+    _server, api = await node_api(outbox_limit=16)
     a, b = await api.account(), await api.account()
     chat = await api.direct(a, b)
     session, slow = await _slow_reader(api, b, "slow")
@@ -664,22 +601,15 @@ async def test_a_socket_that_is_not_read_is_closed_with_1013_and_resumes(
     finally:
         await slow.close()
         await session.close()
-        await api.close()
 
 
 async def test_a_client_that_never_reads_is_disconnected(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
 ) -> None:
     """Contract: "a client that does not read its socket is disconnected rather than buffered".
     Observed without reading the socket: the user's only device goes away, so its contact is
     told `presence` offline (grace 0.2 s; within 5 s of the device leaving)."""
-    _server, api = await node_api(
-        node_factory, http, tmp_path, database_url, redis_url, outbox_limit=16
-    )
+    _server, api = await node_api(outbox_limit=16)
     a, b = await api.account(), await api.account()
     chat = await api.direct(a, b)
     session, slow = await _slow_reader(api, b, "slow")
@@ -694,21 +624,16 @@ async def test_a_client_that_never_reads_is_disconnected(
     finally:
         await slow.close()
         await session.close()
-        await api.close()
 
 
 # --- shutdown and restart ----------------------------------------------------------------------
 
 
 async def test_node_shutdown_closes_sockets_with_1001_and_a_new_node_resumes(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
     storage: Storage,
 ) -> None:
-    server, api = await node_api(node_factory, http, tmp_path / "one", database_url, redis_url)
+    server, api = await node_api()
     a, b, chat = await pair(api)
     wa, wb = await api.ws(a), await api.ws(b, "d1")
     for i in range(3):
@@ -721,28 +646,20 @@ async def test_node_shutdown_closes_sockets_with_1001_and_a_new_node_resumes(
         await asyncio.wait_for(ws.closed.wait(), 10)
         assert ws.ws.close_code == 1001
     assert await cursor_probe(storage, b, "d1", chat)() == 2
-    await api.close()
-    _server2, api2 = await node_api(node_factory, http, tmp_path / "two", database_url, redis_url)
-    try:
-        wb = await api2.ws(b, "d1")
-        assert seqs(await wb.messages(1, chat)) == [3]
-        await wb.quiet("message", 0.3)
-        r = await api2.send(a, chat, "after restart")
-        assert r.status == 201 and r.body["seq"] == 4
-        assert seqs(await wb.messages(1, chat)) == [4]
-    finally:
-        await api2.close()
+    _server2, api2 = await node_api()
+    wb = await api2.ws(b, "d1")
+    assert seqs(await wb.messages(1, chat)) == [3]
+    await wb.quiet("message", 0.3)
+    r = await api2.send(a, chat, "after restart")
+    assert r.status == 201 and r.body["seq"] == 4
+    assert seqs(await wb.messages(1, chat)) == [4]
 
 
 async def test_node_shutdown_with_many_sockets_is_prompt(
-    node_factory: NodeFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
+    node_api: NodeApi,
 ) -> None:
     """Closing a node with many idle sockets finishes promptly (every socket gets 1001)."""
-    server, api = await node_api(node_factory, http, tmp_path, database_url, redis_url)
+    server, api = await node_api()
     users = [await api.account() for _ in range(4)]
     sockets = [await api.ws(u, f"d{i}") for u in users for i in range(3)]
     start = time.monotonic()
@@ -751,4 +668,3 @@ async def test_node_shutdown_with_many_sockets_is_prompt(
     for ws in sockets:
         await asyncio.wait_for(ws.closed.wait(), 5)
         assert ws.ws.close_code == 1001
-    await api.close()

@@ -6,16 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from node.http import schemas
 from node.storage import Storage
-from tests.conftest import make_settings
 from tests.support import NO_SUCH_ID, Account, Api, Response, assert_error
 
 
@@ -332,20 +328,10 @@ async def test_concurrent_repeats_of_one_client_msg_id_store_one_message(
 
 
 @pytest.fixture
-async def limited_api(
-    database_url: str,
-    redis_url: str,
-    node_factory: Callable[..., Any],
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-) -> Api:
-    """A node allowing a burst of 3 sends per user, refilled too slowly to matter here. (The
-    database is requested before `node_factory` so that the node stops before it is dropped.)"""
-    settings = make_settings(
-        tmp_path, database_url=database_url, redis_url=redis_url, rate_burst=3, rate_per_second=0.01
-    )
-    server: TestServer = await node_factory(settings)
-    return Api(http, str(server.make_url("")))
+async def limited_api(node_api: Callable[..., Any]) -> Api:
+    """A node allowing a burst of 3 sends per user, refilled too slowly to matter here."""
+    _server, api = await node_api(rate_burst=3, rate_per_second=0.01)
+    return api
 
 
 async def test_sends_past_the_burst_are_429(limited_api: Api, storage: Storage) -> None:

@@ -7,14 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from node.config import Settings
 from node.tracing import setup_tracing, teardown_tracing
 from tests.conftest import make_settings
-from tests.support import Api
 
 
 @pytest.fixture
@@ -28,23 +25,10 @@ def spans(tmp_path: Path) -> Iterator[InMemorySpanExporter]:
 
 async def test_one_message_is_one_trace_across_two_nodes(
     spans: InMemorySpanExporter,
-    node_factory: Callable[[Settings], Any],
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
-    http: aiohttp.ClientSession,
+    node_api: Callable[..., Any],
 ) -> None:
-    a = await node_factory(
-        make_settings(
-            tmp_path / "a", database_url=database_url, redis_url=redis_url, node_id="node-a"
-        )
-    )
-    b = await node_factory(
-        make_settings(
-            tmp_path / "b", database_url=database_url, redis_url=redis_url, node_id="node-b"
-        )
-    )
-    api_a, api_b = Api(http, str(a.make_url(""))), Api(http, str(b.make_url("")))
+    _a, api_a = await node_api(node_id="node-a")
+    _b, api_b = await node_api(node_id="node-b")
     alice, bob = await api_a.account("alice"), await api_a.account("bob")
     chat = await api_a.direct(alice, bob)
     sender = await api_a.ws(alice)
@@ -78,8 +62,6 @@ async def test_one_message_is_one_trace_across_two_nodes(
     assert {s.attributes["node"] for s in delivered} == {"node-a", "node-b"}  # both sockets
     ack = next(s for s in path if s.name == "ws.ack")
     assert ack.parent is not None and ack.parent.span_id in {s.context.span_id for s in delivered}
-    await api_a.close()
-    await api_b.close()
 
 
 def _in_trace(spans: Any, root: Any, name: str) -> bool:

@@ -14,18 +14,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 
 from node.config import Settings
 from node.services.access_tokens import AccessTokens
 from node.storage import Storage
-from tests.conftest import make_settings
 from tests.support import Account, Api, WsClient
 
 ANY = object()  # "the error frame may or may not carry a ref"
@@ -314,35 +311,20 @@ async def test_unknown_attachment_is_refused_with_ref(api: Api) -> None:
 
 
 async def test_rate_limited_send_is_an_error_frame_and_keeps_the_connection(
-    node_factory: Callable[[Settings], Any],
-    tmp_path: Path,
-    database_url: str,
-    redis_url: str,
-    http: aiohttp.ClientSession,
+    node_api: Callable[..., Any],
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        database_url=database_url,
-        redis_url=redis_url,
-        rate_burst=3,
-        rate_per_second=0.001,
-    )
-    server: TestServer = await node_factory(settings)
-    api = Api(http, str(server.make_url("")))
-    try:
-        a, _b, chat = await pair(api)
-        wa = await api.ws(a)
-        cmids = [await wa.send_message(chat, f"m{i}") for i in range(4)]
-        err = await wa.next("error")
-        error_shape(err)
-        assert (err["code"], err["ref"]) == ("rate_limited", cmids[3])
-        sent = [await wa.next("sent") for _ in range(3)]
-        assert sorted(s["client_msg_id"] for s in sent) == sorted(cmids[:3])
-        await wa.send({"type": "ping"})
-        await wa.next("pong")
-        assert not wa.closed.is_set()
-    finally:
-        await api.close()
+    _server, api = await node_api(rate_burst=3, rate_per_second=0.001)
+    a, _b, chat = await pair(api)
+    wa = await api.ws(a)
+    cmids = [await wa.send_message(chat, f"m{i}") for i in range(4)]
+    err = await wa.next("error")
+    error_shape(err)
+    assert (err["code"], err["ref"]) == ("rate_limited", cmids[3])
+    sent = [await wa.next("sent") for _ in range(3)]
+    assert sorted(s["client_msg_id"] for s in sent) == sorted(cmids[:3])
+    await wa.send({"type": "ping"})
+    await wa.next("pong")
+    assert not wa.closed.is_set()
 
 
 # --- invalid frames ------------------------------------------------------------------------------
