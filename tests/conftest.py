@@ -82,13 +82,15 @@ async def template_database(pg_admin_url: str) -> AsyncIterator[str]:
 async def database_factory(
     pg_admin_url: str, template_database: str
 ) -> AsyncIterator[Callable[[], Any]]:
-    """Make fresh, migrated databases (clones of the template); all dropped after the test."""
+    """Make fresh databases: migrated clones of the template, or empty ones with
+    `migrated=False`; all dropped after the test."""
     made: list[str] = []
     admin = await asyncpg.connect(pg_admin_url)
 
-    async def make() -> str:
+    async def make(*, migrated: bool = True) -> str:
         name = f"msgr_t_{uuid.uuid4().hex[:12]}"
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        template = f' TEMPLATE "{template_database}"' if migrated else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{template}')
         made.append(name)
         return with_database(pg_admin_url, name)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -12,27 +11,12 @@ import pytest
 
 from node.storage import apply_migrations
 from node.storage.migrate import MIGRATIONS_DIR, migration_files
-from tests.support import with_database
 
 
 @pytest.fixture
-async def empty_database(pg_admin_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+def empty_database(database_factory: Callable[..., Awaitable[str]]) -> Callable[[], Awaitable[str]]:
     """Make empty (unmigrated) databases; all dropped after the test."""
-    admin = await asyncpg.connect(pg_admin_url)
-    made: list[str] = []
-
-    async def make() -> str:
-        name = f"msgr_m_{uuid.uuid4().hex[:12]}"
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return with_database(pg_admin_url, name)
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    return lambda: database_factory(migrated=False)
 
 
 async def recorded(url: str) -> list[str]:
