@@ -268,8 +268,7 @@ class DeviceSession:
             )
             if position is None:
                 return
-            sent = self.sent[chat_id] = position.acked_seq
-            self.acked.setdefault(chat_id, position.acked_seq)
+            sent = self._start(position)
         if seq <= sent:
             return
         if seq > sent + 1:
@@ -289,6 +288,12 @@ class DeviceSession:
         _LIVE.inc()
         if meta is not None:
             metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - meta.committed_at))
+
+    def _start(self, position: ChatPosition) -> int:
+        """First sight of a chat in this connection: it starts where the device stands."""
+        self.sent[position.chat_id] = position.acked_seq
+        self.acked.setdefault(position.chat_id, position.acked_seq)
+        return position.acked_seq
 
     async def _fill(self, chat_id: int, after: int, upto: int) -> None:
         """Send (after, upto] of a chat from PostgreSQL; older than the backlog limit: a gap."""
@@ -369,8 +374,7 @@ class DeviceSession:
         for position in positions:
             sent = self.sent.get(position.chat_id)
             if sent is None:
-                sent = self.sent[position.chat_id] = position.acked_seq
-                self.acked.setdefault(position.chat_id, position.acked_seq)
+                sent = self._start(position)
             if position.last_seq > sent:
                 await self._fill(position.chat_id, sent, position.last_seq)
 

@@ -3,10 +3,11 @@
 Presence: `presence:<user>` is a hash {node incarnation: devices connected there}. Entries of
 nodes whose membership key lapsed are dropped whenever a script meets them.
 
-Fan-out runs as one script per batch, atomically: for each member it looks at the live nodes
-holding that member's devices; a member with none is *dormant* and the batch's entries are
-appended to its mailbox list; every other node involved gets the envelope once on its inbox. The
-node that calls it delivers to its own devices in-process and is never published to.
+Fan-out runs as one script call for a list of groups (`fanout_many`; `Outbound` sends everything
+waiting), atomically and in order: for each group's members it looks at the live nodes holding
+their devices; a member with none is *dormant* and the group's entries are appended to its
+mailbox list; every other node involved gets the group's envelope once on its inbox. The node that
+calls it delivers to its own devices in-process and is never published to.
 
 Mailbox entries are `<chat_id>:<seq>:<frame>`, appended in seq order per chat (one writer per
 chat). The list is a cache, not the record: it is capped at `mailbox_max` entries and expires;
@@ -141,13 +142,6 @@ class Fanout:
         self._mailbox_ttl = mailbox_ttl
         self._fanout = redis.register_script(_FANOUT)
         self._presence = redis.register_script(_PRESENCE)
-
-    async def fanout(
-        self, user_ids: Sequence[int], payload: bytes, mailbox_entries: Sequence[bytes] = ()
-    ) -> FanoutResult:
-        """Publish `payload` once to every other node holding devices of `user_ids`; append
-        `mailbox_entries` to the mailbox of each member without any device (none: ephemeral)."""
-        return await self.fanout_many([FanoutGroup(user_ids, payload, mailbox_entries)])
 
     async def fanout_many(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
         """Several fan-outs in one script call, applied in order."""

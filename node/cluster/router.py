@@ -68,7 +68,7 @@ class Router:
         user_factory: Callable[[int], UserActor],
         forward_timeout: float,
     ) -> None:
-        self._me = self.node = identity.incarnation
+        self.node = identity.incarnation  # this process: origin of envelopes, lease holder
         self._directory = directory
         self._outbound = outbound
         self.chats = chats
@@ -125,7 +125,7 @@ class Router:
         ref = self.chats.get(chat_id)  # someone may have started it while we awaited
         if ref is not None:
             return ref
-        if holder is None or holder == self._me:
+        if holder is None or holder == self.node:
             self._owners.pop(chat_id, None)
             return self.chats.spawn(chat_id, self._chat_factory(chat_id))
         self._owners[chat_id] = (holder, time.monotonic() + 1.0)
@@ -134,7 +134,7 @@ class Router:
     async def _forward(self, owner: str, command: ChatCommand) -> None:
         if isinstance(command, ChatSignalCommand):
             envelope: envelopes.Envelope = envelopes.ChatSignal(
-                origin=self._me,
+                origin=self.node,
                 chat_id=command.chat_id,
                 user_id=command.user_id,
                 device_id=command.device_id,
@@ -144,7 +144,7 @@ class Router:
         else:
             request_id = uuid.uuid4().hex
             envelope = envelopes.SendRequest(
-                origin=self._me,
+                origin=self.node,
                 trace=command.trace,
                 request_id=request_id,
                 chat_id=command.chat_id,
@@ -225,7 +225,7 @@ class Router:
         self._tell_users(member_ids, DeliverMessages(chat_id, entries, meta))
         payload = envelopes.encode(
             envelopes.Deliver(
-                origin=self._me,
+                origin=self.node,
                 chat_id=chat_id,
                 user_ids=member_ids,
                 trace=meta.trace,
@@ -251,7 +251,7 @@ class Router:
             self._tell_user(uid, DeliverFrame(frame, skip_device if uid == skip_user else None))
         payload = envelopes.encode(
             envelopes.UserFrame(
-                origin=self._me,
+                origin=self.node,
                 user_ids=list(user_ids),
                 frame=frame.decode(),
                 skip_user=skip_user,
@@ -264,7 +264,7 @@ class Router:
         """A device connected here: other nodes close their older connection of it."""
         payload = envelopes.encode(
             envelopes.DeviceTaken(
-                origin=self._me, user_id=user_id, device_id=device_id, epoch=epoch
+                origin=self.node, user_id=user_id, device_id=device_id, epoch=epoch
             )
         )
         await self._outbound.submit(FanoutGroup([user_id], payload))
@@ -291,7 +291,7 @@ class Router:
         if isinstance(envelope, envelopes.Deliver):
             entries = [(m.seq, m.frame.encode()) for m in envelope.messages]
             with tracing.span(
-                "node.deliver", parent=envelope.trace, chat_id=envelope.chat_id, node=self._me
+                "node.deliver", parent=envelope.trace, chat_id=envelope.chat_id, node=self.node
             ):
                 meta = BatchMeta(envelope.committed_at, tracing.carrier())
             self._tell_users(envelope.user_ids, DeliverMessages(envelope.chat_id, entries, meta))
@@ -322,7 +322,7 @@ class Router:
 
         def reply(outcome: SendOutcome) -> None:
             envelope = envelopes.SendReply(
-                origin=self._me,
+                origin=self.node,
                 request_id=request_id,
                 status=outcome.status,
                 message=outcome.message_json.decode() if outcome.message_json else None,
