@@ -1,104 +1,58 @@
-"""Wiring: builds the aiohttp application and everything the node owns, in start-up order, and
-tears it down in reverse.
+"""The aiohttp application of a node: resources started in order and torn down in reverse.
 
 Start: embedded servers (when no URLs are given) -> migrations (under an advisory lock) -> the
-PostgreSQL pool -> Redis -> membership, directory, transport, router, actors -> services -> routes.
-SIGTERM/SIGINT (aiohttp's `run_app`): the listener stops accepting, every WebSocket is closed with
-1001, chat actors drain what they hold into PostgreSQL, user actors stop, pending acks are
-flushed, leases are released, connections closed, embedded servers stopped.
+PostgreSQL pool -> Redis -> the object graph (`node.assembly`) -> membership -> the supervised
+loops -> services -> routes. SIGTERM/SIGINT (aiohttp's `run_app`): the listener stops accepting,
+every WebSocket is closed with 1001, chat actors drain what they hold into PostgreSQL, user
+actors stop, sends still waiting are answered, queued deliveries and pending acks are flushed,
+the loops stop, leases are released, connections closed, embedded servers stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import ConstantBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from node import metrics
-from node.actors.base import ActorRegistry, RestartBudget
-from node.actors.chat import ChatActor
-from node.actors.committer import CommitPipeline
-from node.actors.cursors import CursorWriter
-from node.actors.session import SessionDeps
-from node.actors.user import UserActor
-from node.cluster.directory import Directory
-from node.cluster.fanout import Fanout
+from node.assembly import NodeRuntime, assemble
+from node.cluster.connection import redis_client
 from node.cluster.identity import NodeIdentity
-from node.cluster.membership import Membership
-from node.cluster.outbound import Outbound
-from node.cluster.router import Router
-from node.cluster.transport import Transport
 from node.config import Settings, resolve_jwt_secret
 from node.http import keys
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
 from node.services.auth import AuthService
 from node.services.chats import ChatService
-from node.services.devices import DeviceHub
 from node.services.health import HealthService
 from node.services.messages import MessageService
 from node.services.ratelimit import RateLimiter
 from node.services.users import UserService
 from node.storage import Storage, apply_migrations, create_pool
-from node.tasks import TaskSet
+from node.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 RUNTIME: web.AppKey[NodeRuntime] = web.AppKey("runtime")
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+OnFatal = Callable[[str], None]
+_ON_FATAL: web.AppKey[OnFatal | None] = web.AppKey("on_fatal")
 
 
-@dataclass(slots=True)
-class NodeRuntime:
-    """What a running node owns (for metrics and tests)."""
-
-    settings: Settings
-    identity: NodeIdentity
-    storage: Storage
-    redis: aioredis.Redis
-    router: Router
-    committer: CommitPipeline
-    outbound: Outbound
-    hub: DeviceHub
-    cursors: CursorWriter
-    chats: ActorRegistry
-    users: ActorRegistry
-    membership: Membership
-    transport: Transport
-    directory: Directory
-
-
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, on_fatal: OnFatal | None = None) -> web.Application:
+    """The node as an aiohttp application. `on_fatal(part)` is called when a part of the node
+    cannot be restarted any more (a served node stops itself then); without it the node stays
+    up with `/healthz` red."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[keys.SETTINGS] = settings
+    app[_ON_FATAL] = on_fatal
     app.cleanup_ctx.append(_node_context)
     app.on_shutdown.append(_close_sockets)
     setup_routes(app)
     return app
-
-
-def redis_client(url: str, settings: Settings, *, pubsub: bool = False) -> aioredis.Redis:
-    """A client that fails fast when Redis is away (one quick retry for a dropped connection)
-    instead of hanging: callers answer 503 or carry on without Redis."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=4 if pubsub else 64,
-        timeout=settings.redis_timeout,
-        socket_timeout=None if pubsub else settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=10 if pubsub else 0,
-        retry=Retry(ConstantBackoff(0.05), 1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 async def _node_context(app: web.Application) -> AsyncIterator[None]:
@@ -112,140 +66,48 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(_bounded, pool.close(), "pool.close")
         storage = Storage.over(pool)
 
-        redis = redis_client(settings.redis_url or "", settings)
+        redis = redis_client(settings.redis_url or "", timeout=settings.redis_timeout)
         stack.push_async_callback(redis.aclose)
         await redis.ping()
-        pubsub_redis = redis_client(settings.redis_url or "", settings, pubsub=True)
+        pubsub_redis = redis_client(
+            settings.redis_url or "", timeout=settings.redis_timeout, pubsub=True
+        )
         stack.push_async_callback(pubsub_redis.aclose)
 
-        tasks = TaskSet("node")
-        stack.push_async_callback(tasks.close)
-        runtime = _assemble(settings, identity, storage, redis, pubsub_redis)
-        membership, directory, transport = runtime.membership, runtime.directory, runtime.transport
-        await membership.beat()
-        stack.push_async_callback(membership.leave)
-        stack.push_async_callback(directory.release_all)
+        runtime = assemble(settings, identity, storage, redis, pubsub_redis)
+        supervisor = Supervisor(on_fatal=app[_ON_FATAL])
+        stack.push_async_callback(supervisor.close)
+        await runtime.membership.beat()
+        stack.push_async_callback(runtime.membership.leave)
+        stack.push_async_callback(runtime.directory.release_all)
         stack.push_async_callback(runtime.cursors.flush)
         stack.push_async_callback(runtime.outbound.drain)
-        stack.push_async_callback(runtime.router.tasks.close)
+        stack.callback(runtime.forwarder.fail_all)
+        stack.callback(runtime.placement.fail_all)
         stack.push_async_callback(runtime.users.close, settings.shutdown_timeout)
         stack.push_async_callback(runtime.chats.close, settings.shutdown_timeout)
-        for name, coro in (
-            ("membership", membership.run()),
-            ("leases", directory.run()),
-            ("transport", transport.run()),
-            ("cursors", runtime.cursors.run()),
-            ("commits", runtime.committer.run()),
-            ("outbound", runtime.outbound.run()),
-        ):
-            tasks.start(coro, name=name)
-        await asyncio.wait_for(transport.subscribed.wait(), settings.redis_timeout * 5)
+        for name, loop in runtime.loops():
+            await supervisor.start(name, loop)
+        await asyncio.wait_for(runtime.subscriber.subscribed.wait(), settings.redis_timeout * 5)
 
         limiter = RateLimiter(burst=settings.rate_burst, rate=settings.rate_per_second)
         app[RUNTIME] = runtime
+        app[SUPERVISOR] = supervisor
         metrics.bind_runtime(runtime)
         app[keys.DEVICES] = runtime.hub
         app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
         app[keys.MESSAGES] = MessageService(
-            storage, runtime.router, limiter, reply_timeout=settings.lease_ttl * 2 + 5
+            storage, runtime.placement, limiter, reply_timeout=settings.send_timeout
         )
-        app[keys.HEALTH] = HealthService(storage, redis, settings.node_id)
+        app[keys.HEALTH] = HealthService(storage, redis, settings.node_id, supervisor.failing)
         log.info(
             "node.started",
             extra={"node": identity.incarnation, "host": settings.host, "port": settings.port},
         )
         yield
         log.info("node.stopping", extra={"node": identity.incarnation})
-
-
-def _assemble(
-    settings: Settings,
-    identity: NodeIdentity,
-    storage: Storage,
-    redis: aioredis.Redis,
-    pubsub_redis: aioredis.Redis,
-) -> NodeRuntime:
-    chats, users = ActorRegistry("chats"), ActorRegistry("users")
-    committer = CommitPipeline(storage.messages)
-    fanout = Fanout(
-        redis,
-        identity.incarnation,
-        mailbox_max=settings.mailbox_max,
-        mailbox_ttl=settings.mailbox_ttl,
-    )
-    router_box: list[Router] = []
-    directory = Directory(
-        redis, identity, ttl=settings.lease_ttl, on_lost=lambda key: router_box[0].lease_lost(key)
-    )
-
-    def chat_actor(chat_id: int) -> ChatActor:
-        return ChatActor(
-            chat_id,
-            storage=storage,
-            committer=committer,
-            directory=directory,
-            router=router,
-            mailbox_size=settings.chat_mailbox_size,
-            idle_timeout=settings.actor_idle_timeout,
-        )
-
-    def user_actor(user_id: int) -> UserActor:
-        return UserActor(
-            user_id,
-            storage=storage,
-            fanout=fanout,
-            router=router,
-            mailbox_size=settings.user_mailbox_size,
-            idle_timeout=settings.actor_idle_timeout,
-            presence_grace=settings.presence_grace,
-        )
-
-    outbound = Outbound(fanout)
-    router = Router(
-        identity=identity,
-        directory=directory,
-        outbound=outbound,
-        chats=chats,
-        users=users,
-        chat_factory=chat_actor,
-        user_factory=user_actor,
-        forward_timeout=settings.lease_ttl * 2,
-    )
-    router_box.append(router)
-    transport = Transport(
-        pubsub_redis, identity, on_envelope=router.on_envelope, on_resubscribed=router.recover
-    )
-    router.transport = transport
-    membership = Membership(
-        redis, identity, interval=settings.heartbeat_interval, on_lost_memory=router.recover
-    )
-    cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
-    deps = SessionDeps(
-        storage=storage,
-        fanout=fanout,
-        cursors=cursors,
-        node_id=settings.node_id,
-        backlog_limit=settings.backlog_limit,
-        outbox_limit=settings.outbox_limit,
-    )
-    return NodeRuntime(
-        settings=settings,
-        identity=identity,
-        storage=storage,
-        redis=redis,
-        router=router,
-        committer=committer,
-        outbound=outbound,
-        hub=DeviceHub(deps, router),
-        cursors=cursors,
-        chats=chats,
-        users=users,
-        membership=membership,
-        transport=transport,
-        directory=directory,
-    )
 
 
 async def _start_embedded(settings: Settings, stack: AsyncExitStack) -> Settings:
@@ -281,4 +143,4 @@ async def _close_sockets(app: web.Application) -> None:
         app[keys.DEVICES].close_all()
 
 
-__all__ = ["RUNTIME", "NodeRuntime", "RestartBudget", "build_app", "redis_client"]
+__all__ = ["RUNTIME", "SUPERVISOR", "NodeRuntime", "build_app"]

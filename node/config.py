@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     user_mailbox_size: int = Field(10_000, ge=16)
     actor_idle_timeout: float = Field(120.0, gt=0, description="passivate an idle actor, seconds")
     lease_ttl: float = Field(5.0, ge=0.5, le=120, description="ownership lease, seconds")
+    commit_timeout: float = Field(
+        3.0, gt=0, le=60, description="one group-commit transaction at most, seconds"
+    )
     heartbeat_interval: float = Field(1.0, gt=0, description="node membership heartbeat, seconds")
     redis_timeout: float = Field(2.0, gt=0, description="one Redis command, seconds")
 
@@ -124,6 +127,18 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when at least one of PostgreSQL and Redis is to be started in-process."""
         return self.database_url is None or self.redis_url is None
+
+    @property
+    def forward_timeout(self) -> float:
+        """How long a send forwarded to the chat's owner on another node waits for its answer:
+        the owner's commit bound plus time to claim the chat and cross Redis twice."""
+        return self.commit_timeout + 2.0
+
+    @property
+    def send_timeout(self) -> float:
+        """The longest a REST send waits for its outcome (a backstop: every path answers
+        sooner)."""
+        return self.forward_timeout + 1.0
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (validated), e.g. resolved embedded URLs."""

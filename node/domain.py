@@ -7,6 +7,21 @@ from datetime import datetime
 from typing import Any, Literal
 
 ChatKind = Literal["direct", "group"]
+Attachment = dict[str, Any]  # a Media object as the contract shows it, stored with its message
+
+# How a send ended. The first two carry the stored message; every other one is a failure, and
+# `node.errors.send_failure` is the one mapping from these to the contract's errors, for REST
+# and WebSocket alike.
+SendStatus = Literal[
+    "created",  # stored now, with the next seq
+    "duplicate",  # this sender already sent this client_msg_id to this chat: the original
+    "conflict",  # ... to another chat
+    "not_member",  # the sender is not a member (or the chat does not exist: the same answer)
+    "rate_limited",  # the chat's mailbox is full
+    "invalid",  # PostgreSQL refused the data (the edge should have refused it first)
+    "unavailable",  # a dependency is down or the chat's owner could not be reached in time
+    "failed",  # a fault inside the node; the sender may retry with the same client_msg_id
+]
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,7 +60,7 @@ class Message:
     client_msg_id: str
     text: str
     created_at: datetime
-    attachments: tuple[dict[str, Any], ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,6 +85,6 @@ class ChatPosition:
 class PostResult:
     """The outcome of one send in a group commit (see storage.messages.post_batch)."""
 
-    status: Literal["created", "duplicate", "conflict", "not_member"]
+    status: SendStatus
     message: Message | None
     members_version: int = 0

@@ -7,6 +7,8 @@ details (the details go to the log).
 
 from __future__ import annotations
 
+from node.domain import SendStatus
+
 
 class ApiError(Exception):
     status: int = 500
@@ -45,7 +47,10 @@ class Forbidden(ApiError):
 
 
 class NotMember(ApiError):
-    status, code, message = 403, "not_member", "you are not a member of this chat"
+    """Anything but reading, on a chat the caller is not in (or that does not exist: the same
+    answer, so ids cannot be probed)."""
+
+    status, code, message = 404, "not_member", "no such chat, or you are not a member of it"
 
 
 class NotFound(ApiError):
@@ -78,3 +83,22 @@ class RateLimited(ApiError):
 
 class Unavailable(ApiError):
     status, code, message = 503, "unavailable", "temporarily unavailable, try again"
+
+
+class InternalError(ApiError):
+    pass
+
+
+_SEND_FAILURES: dict[SendStatus, type[ApiError]] = {
+    "conflict": IdempotencyConflict,
+    "not_member": NotMember,
+    "rate_limited": RateLimited,
+    "invalid": ValidationFailed,
+    "unavailable": Unavailable,
+    "failed": InternalError,
+}
+
+
+def send_failure(status: SendStatus) -> ApiError:
+    """The error a failed send stands for; the same for a REST answer and an `error` frame."""
+    return _SEND_FAILURES.get(status, InternalError)()

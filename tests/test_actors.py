@@ -1,4 +1,4 @@
-"""The actor runtime (node/actors/base.py): mailbox bounds, the three phases, supervision,
+"""The actor runtime (node/actors/runtime.py): mailbox bounds, the three phases, supervision,
 batching, passivation and the registry's bounded close.
 
 Every wait is on an event or on the actor's stop future; the only clock involved is an
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from node.actors.base import (
+from node.actors.runtime import (
     Actor,
     ActorRef,
     ActorRegistry,
@@ -306,6 +306,54 @@ async def test_a_batch_actor_gets_everything_waiting_as_one_batch(
     assert max(map(len, actor.batches)) > 1
     assert all(len(b) <= Batcher.batch_size for b in actor.batches)
     assert [m for b in actor.batches for m in b] == list(range(100))
+
+
+class Poisonable(Actor[Any]):
+    """A batch actor whose `receive_batch` raises when the run holds "poison"; asks are answered
+    by `receive` ("block" waits on `gate`)."""
+
+    batch_size = 100
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.runs: list[list[Any]] = []
+        self.undelivered: list[Any] = []
+
+    async def receive(self, message: Any) -> Any:
+        if message == "block":
+            self.entered.set()
+            await self.gate.wait()
+        return ("answer", message)
+
+    async def receive_batch(self, messages: list[Any]) -> None:
+        self.runs.append(list(messages))
+        if "poison" in messages:
+            raise Boom("poisoned batch")
+
+    def undeliverable(self, messages: list[Any], reason: Exception) -> None:
+        self.undelivered.extend(messages)
+        super().undeliverable(messages, reason)
+
+
+async def test_a_batch_that_raises_answers_every_ask_in_it(registry: ActorRegistry) -> None:
+    actor = Poisonable()
+    ref = registry.spawn("p", actor, budget=RestartBudget(max_restarts=3, window=60))
+    blocker = asyncio.ensure_future(ref.ask("block"))
+    async with asyncio.timeout(WAIT):
+        await actor.entered.wait()
+    ref.tell("poison")  # these four are taken as one batch once the blocker is answered
+    ref.tell("x")
+    after = asyncio.ensure_future(ref.ask("after"))
+    await asyncio.sleep(0)  # let the ask reach the mailbox
+    ref.tell("y")
+    actor.gate.set()
+    assert await asyncio.wait_for(blocker, WAIT) == ("answer", "block")
+    with pytest.raises(ActorStopped, match="poisoned batch"):
+        await asyncio.wait_for(after, WAIT)  # answered, not lost with the crashed batch
+    assert actor.runs == [["poison", "x"]]
+    assert actor.undelivered[1:] == ["y"] and isinstance(actor.undelivered[0], Ask)
+    assert await ref.ask("later", timeout=WAIT) == ("answer", "later")  # restarted, serving
 
 
 class BatchRecorder(Recorder):

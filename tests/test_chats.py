@@ -252,7 +252,7 @@ async def test_chat_you_are_not_in_looks_like_no_chat(api: Api) -> None:
     ]:
         hidden = await api.call(method, f"/api/v1/chats/{chat_id}{suffix}", eve.token, json=body)
         absent = await api.call(method, f"/api/v1/chats/{NO_SUCH_ID}{suffix}", eve.token, json=body)
-        assert_error(hidden, 404, "not_found")
+        assert_error(hidden, 404, "not_member")
         assert (hidden.status, hidden.body) == (absent.status, absent.body), (method, suffix)
     assert member_ids(await chat_view(api, alice, chat_id)) == sorted([alice.id, bob.id])
 
@@ -339,11 +339,11 @@ async def test_member_leaves_and_then_cannot_see_the_chat(api: Api) -> None:
     await sent(api, alice, chat_id)
     r = await remove_member(api, bob, chat_id, bob.id)
     assert r.status == 204 and r.body is None, r
-    assert_error(await get_chat(api, bob, chat_id), 404, "not_found")
+    assert_error(await get_chat(api, bob, chat_id), 404, "not_member")
     assert_error(
-        await api.call("GET", f"/api/v1/chats/{chat_id}/messages", bob.token), 404, "not_found"
+        await api.call("GET", f"/api/v1/chats/{chat_id}/messages", bob.token), 404, "not_member"
     )
-    assert_error(await api.send(bob, chat_id, "still here?"), 404, "not_found")
+    assert_error(await api.send(bob, chat_id, "still here?"), 404, "not_member")
     assert await listed(api, bob) == []
     assert member_ids(await chat_view(api, alice, chat_id)) == [alice.id]
 
@@ -353,9 +353,9 @@ async def test_owner_removes_a_member(api: Api) -> None:
     chat_id = await api.group(alice, [bob, carol])
     assert (await remove_member(api, alice, chat_id, bob.id)).status == 204
     assert member_ids(await chat_view(api, alice, chat_id)) == sorted([alice.id, carol.id])
-    assert_error(await get_chat(api, bob, chat_id), 404, "not_found")
+    assert_error(await get_chat(api, bob, chat_id), 404, "not_member")
     assert_error(
-        await api.call("GET", f"/api/v1/chats/{chat_id}/messages", bob.token), 404, "not_found"
+        await api.call("GET", f"/api/v1/chats/{chat_id}/messages", bob.token), 404, "not_member"
     )
 
 

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
+from node.actors.ports import HeldElsewhere
 from node.cluster import keys
-from node.cluster.directory import Directory, HeldElsewhere, Lease
+from node.cluster.directory import Directory, Lease
 from node.cluster.identity import NodeIdentity
 
 TTL = 3.0
-KEY = keys.lease("chat", 42)
+CHAT = 42
+KEY = keys.lease("chat", CHAT)
 
 
 class Node:
@@ -27,11 +29,16 @@ class Node:
         self.lost: list[str] = []
         self.lost_event = asyncio.Event()
         self.redis = redis
-        self.directory = Directory(redis, self.identity, ttl=ttl, on_lost=self._on_lost)
+        self.directory = Directory(redis, self.identity, ttl=ttl)
 
-    def _on_lost(self, key: str) -> None:
-        self.lost.append(key)
-        self.lost_event.set()
+    async def claim(self, chat_id: int = CHAT) -> Lease:
+        def on_lost() -> None:
+            self.lost.append(keys.lease("chat", chat_id))
+            self.lost_event.set()
+
+        claim = await self.directory.claim(chat_id, on_lost=on_lost)
+        assert isinstance(claim, Lease)
+        return claim
 
     async def live(self) -> None:
         await self.redis.set(keys.alive(self.me), b"1")
@@ -48,29 +55,29 @@ async def nodes(redis: aioredis.Redis) -> AsyncIterator[Callable[..., Node]]:
     yield make
 
 
-async def test_acquire_holder_release(redis: aioredis.Redis, nodes: Callable[..., Node]) -> None:
+async def test_claim_owner_release(redis: aioredis.Redis, nodes: Callable[..., Node]) -> None:
     a, b = nodes("a"), nodes("b")
     await a.live()
-    assert await b.directory.holder(KEY) is None
-    lease = await a.directory.acquire(KEY)
+    assert await b.directory.owner(CHAT) is None
+    lease = await a.claim()
     assert lease.key == KEY and lease.valid() and len(a.directory) == 1
     assert await redis.get(KEY) == a.me.encode()
     assert 0 < await redis.pttl(KEY) <= TTL * 1000
-    assert await a.directory.holder(KEY) == a.me
-    assert await b.directory.holder(KEY) == a.me
-    again = await a.directory.acquire(KEY)  # ours already: extended, not refused
+    assert await a.directory.owner(CHAT) == a.me
+    assert await b.directory.owner(CHAT) == a.me
+    again = await a.claim()  # ours already: extended, not refused
     assert again.valid()
     await a.directory.release(again)
     assert not again.valid() and len(a.directory) == 0
     assert await redis.exists(KEY) == 0
-    assert await b.directory.holder(KEY) is None
+    assert await b.directory.owner(CHAT) is None
 
 
 async def test_release_never_drops_another_nodes_lease(
     redis: aioredis.Redis, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a"), nodes("b")
-    lease = await a.directory.acquire(KEY)
+    lease = await a.claim()
     await redis.set(KEY, b.me)  # b took it over meanwhile
     await a.directory.release(lease)
     assert await redis.get(KEY) == b.me.encode()
@@ -81,9 +88,9 @@ async def test_a_lease_held_by_a_live_node_cannot_be_taken(
 ) -> None:
     a, b = nodes("a"), nodes("b")
     await a.live()
-    await a.directory.acquire(KEY)
+    await a.claim()
     with pytest.raises(HeldElsewhere) as refused:
-        await b.directory.acquire(KEY)
+        await b.claim()
     assert refused.value.holder == a.me
     assert await redis.get(KEY) == a.me.encode()
     assert len(b.directory) == 0
@@ -94,10 +101,10 @@ async def test_a_lease_held_by_a_dead_node_can_be_taken(
 ) -> None:
     a, b = nodes("a"), nodes("b")
     await a.live()
-    await a.directory.acquire(KEY)
+    await a.claim()
     await a.die()  # its membership key lapsed
-    assert await b.directory.holder(KEY) is None
-    lease = await b.directory.acquire(KEY)
+    assert await b.directory.owner(CHAT) is None
+    lease = await b.claim()
     assert lease.valid()
     assert await redis.get(KEY) == b.me.encode()
 
@@ -106,7 +113,7 @@ async def test_renew_all_takes_back_a_lease_redis_forgot(
     redis: aioredis.Redis, nodes: Callable[..., Node]
 ) -> None:
     a = nodes("a")
-    lease = await a.directory.acquire(KEY)
+    lease = await a.claim()
     before = lease.valid_until
     await redis.delete(KEY)
     await a.directory.renew_all()
@@ -120,8 +127,8 @@ async def test_renew_all_reports_a_lease_another_node_overwrote(
     redis: aioredis.Redis, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a"), nodes("b")
-    kept = await a.directory.acquire(keys.lease("chat", 1))
-    lease = await a.directory.acquire(KEY)
+    kept = await a.claim(1)
+    lease = await a.claim()
     await redis.set(KEY, b.me)
     await a.directory.renew_all()
     assert a.lost == [KEY]
@@ -136,7 +143,7 @@ async def test_run_renews_and_reports_losses(
     redis: aioredis.Redis, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a", ttl=0.6), nodes("b")
-    lease = await a.directory.acquire(KEY)
+    lease = await a.claim()
     await redis.set(KEY, b.me)
     runner = asyncio.ensure_future(a.directory.run())
     try:
@@ -151,7 +158,7 @@ async def test_run_renews_and_reports_losses(
 
 async def test_release_all(redis: aioredis.Redis, nodes: Callable[..., Node]) -> None:
     a = nodes("a")
-    held = [await a.directory.acquire(keys.lease("chat", i)) for i in range(3)]
+    held = [await a.claim(i) for i in range(3)]
     await a.directory.release_all()
     assert len(a.directory) == 0 and not any(le.valid() for le in held)
     assert await redis.exists(*(le.key for le in held)) == 0
@@ -161,7 +168,7 @@ async def test_local_validity_ends_at_valid_until(nodes: Callable[..., Node]) ->
     ttl = 0.05
     a = nodes("a", ttl=ttl)
     before = time.monotonic()
-    lease = await a.directory.acquire(KEY)
+    lease = await a.claim()
     after = time.monotonic()
     # counted from when the request was sent, never from when Redis answered
     assert before + ttl <= lease.valid_until <= after + ttl
@@ -171,8 +178,8 @@ async def test_local_validity_ends_at_valid_until(nodes: Callable[..., Node]) ->
 
 
 def test_a_lease_value_object() -> None:
-    lease = Lease("k", time.monotonic() + 60)
+    lease = Lease("k", time.monotonic() + 60, lambda: None)
     assert lease.valid()
     lease.lost = True
     assert not lease.valid()
-    assert not Lease("k", time.monotonic() - 0.001).valid()
+    assert not Lease("k", time.monotonic() - 0.001, lambda: None).valid()

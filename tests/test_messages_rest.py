@@ -186,7 +186,7 @@ async def test_send_to_a_chat_you_are_not_in_is_404(
 ) -> None:
     _, _, chat_id = pair
     eve = await api.account()
-    assert_error(await api.send(eve, chat_id, "let me in"), 404, "not_found")
+    assert_error(await api.send(eve, chat_id, "let me in"), 404, "not_member")
     assert await rows(storage, chat_id) == []
 
 
@@ -194,7 +194,7 @@ async def test_send_to_a_chat_that_does_not_exist_is_404_at_once(api: Api) -> No
     alice = await api.account()
     started = time.monotonic()
     r = await api.send(alice, NO_SUCH_ID, "anyone?")
-    assert_error(r, 404, "not_found")
+    assert_error(r, 404, "not_member")
     assert time.monotonic() - started < 3.0  # refused, not timed out into a 503
 
 
@@ -287,7 +287,7 @@ async def test_history_of_a_chat_you_are_not_in_is_404(
     eve = await api.account()
     hidden = await api.call("GET", f"/api/v1/chats/{chat_id}/messages", eve.token)
     absent = await api.call("GET", f"/api/v1/chats/{NO_SUCH_ID}/messages", eve.token)
-    assert_error(hidden, 404, "not_found")
+    assert_error(hidden, 404, "not_member")
     assert hidden.body == absent.body
 
 

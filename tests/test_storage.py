@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from node.actors.cursors import CursorWriter
 from node.storage import (
     ChatMissing,
     CursorStore,
@@ -23,6 +22,7 @@ from node.storage import (
     UsernameTaken,
     create_pool,
 )
+from node.storage.cursor_writer import CursorWriter
 
 WAIT = 5.0
 

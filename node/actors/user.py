@@ -1,9 +1,10 @@
 """The user actor: this node's devices of one user.
 
 It exists while the user has a device connected here (and a little longer while an offline
-announcement is pending). It hands each delivery to every session's outbox (never blocking), keeps
-the user's presence entry for this node in Redis, announces online/offline transitions to the
-user's contacts, and closes a session when the same device connects again (here or elsewhere).
+announcement is pending). It hands each delivery to every device's outbox (never blocking), keeps
+the user's presence entry for this node in the cluster, announces online/offline transitions to
+the user's contacts, and closes a device's connection when the same device connects again (here
+or elsewhere). Devices are `DeviceOutlet`s: the WebSocket edge implements them.
 """
 
 from __future__ import annotations
@@ -12,33 +13,32 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from aiohttp import WSCloseCode
-from redis.exceptions import RedisError
 
 from node import frames
-from node.actors.base import Actor, ActorRef
-from node.actors.session import BatchMeta, DeviceSession
-from node.cluster.fanout import Fanout
+from node.actors.ports import (
+    BatchMeta,
+    ClusterUnreachable,
+    Delivery,
+    DeviceOutlet,
+    PresenceRegistry,
+)
+from node.actors.runtime import Actor, ActorRef
 from node.storage import Storage
-
-if TYPE_CHECKING:
-    from node.cluster.router import Router
 
 log = logging.getLogger(__name__)
 
 DEVICE_REPLACED = 4001  # close code: the same device connected again
+GOING_AWAY = 1001  # close code: the node is shutting down
 
 
 @dataclass(slots=True, frozen=True)
 class Attach:
-    session: DeviceSession
+    session: DeviceOutlet
 
 
 @dataclass(slots=True, frozen=True)
 class Detach:
-    session: DeviceSession
+    session: DeviceOutlet
 
 
 @dataclass(slots=True, frozen=True)
@@ -78,14 +78,13 @@ UserMessage = (
 class UserActor(Actor[UserMessage]):
     __slots__ = (
         "_announced_online",
-        "_fanout",
+        "_delivery",
         "_grace",
         "_offline_timer",
-        "_router",
+        "_presence",
         "_storage",
         "idle_timeout",
         "mailbox_size",
-        "ref",
         "sessions",
         "user_id",
     )  # one per user with a device here: kept small
@@ -95,8 +94,8 @@ class UserActor(Actor[UserMessage]):
         user_id: int,
         *,
         storage: Storage,
-        fanout: Fanout,
-        router: Router,
+        presence: PresenceRegistry,
+        delivery: Delivery,
         mailbox_size: int,
         idle_timeout: float,
         presence_grace: float,
@@ -105,13 +104,12 @@ class UserActor(Actor[UserMessage]):
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
         self._storage = storage
-        self._fanout = fanout
-        self._router = router
+        self._presence = presence
+        self._delivery = delivery
         self._grace = presence_grace
-        self.sessions: dict[str, DeviceSession] = {}
+        self.sessions: dict[str, DeviceOutlet] = {}
         self._announced_online = False
         self._offline_timer: asyncio.TimerHandle | None = None
-        self.ref: ActorRef[UserMessage] | None = None
 
     def may_passivate(self) -> bool:
         return not self.sessions and not self._announced_online
@@ -120,7 +118,7 @@ class UserActor(Actor[UserMessage]):
         if self._offline_timer is not None:
             self._offline_timer.cancel()
         for session in self.sessions.values():
-            session.close(WSCloseCode.GOING_AWAY, "node shutting down")
+            session.close(GOING_AWAY, "node shutting down")
 
     async def receive(self, message: UserMessage) -> None:
         if isinstance(message, DeliverMessages):
@@ -148,20 +146,20 @@ class UserActor(Actor[UserMessage]):
             self._offline_timer = None
             await self._check_offline()
 
-    async def _attach(self, session: DeviceSession) -> None:
+    async def _attach(self, session: DeviceOutlet) -> None:
         previous = self.sessions.get(session.device_id)
         if previous is not None:
             previous.close(DEVICE_REPLACED, "this device connected again")
         self.sessions[session.device_id] = session
-        await self._router.device_taken(self.user_id, session.device_id, session.epoch)
+        await self._delivery.device_taken(self.user_id, session.device_id, session.epoch)
         await self._update_presence()
         await self._send_contacts_presence(session)
 
     async def _update_presence(self) -> None:
         """Tell Redis how many devices the user has here; announce transitions."""
         try:
-            before, after = await self._fanout.set_presence(self.user_id, len(self.sessions))
-        except (RedisError, OSError) as exc:
+            before, after = await self._presence.set_devices(self.user_id, len(self.sessions))
+        except ClusterUnreachable as exc:  # presence is best effort
             log.warning(
                 "presence.update_failed", extra={"user_id": self.user_id, "error": str(exc)}
             )
@@ -172,7 +170,7 @@ class UserActor(Actor[UserMessage]):
         if after > 0 and (before == 0 or not self._announced_online) and self.sessions:
             self._announced_online = True
             await self._announce(online=True)
-        elif after == 0 and self._announced_online and self._offline_timer is None and self.ref:
+        elif after == 0 and self._announced_online and self._offline_timer is None:
             ref = self.ref
             self._offline_timer = asyncio.get_running_loop().call_later(
                 self._grace, _tell_quietly, ref, CheckOffline()
@@ -182,8 +180,8 @@ class UserActor(Actor[UserMessage]):
         if self.sessions:
             return
         try:
-            _, after = await self._fanout.set_presence(self.user_id, 0)
-        except (RedisError, OSError):
+            _, after = await self._presence.set_devices(self.user_id, 0)
+        except ClusterUnreachable:
             after = 0  # cannot tell: say offline rather than stay online forever
         if after == 0:
             self._announced_online = False
@@ -197,13 +195,13 @@ class UserActor(Actor[UserMessage]):
                 "presence.contacts_failed", extra={"user_id": self.user_id, "error": repr(exc)}
             )
             return
-        await self._router.to_users(contacts, frames.presence_frame(self.user_id, online))
+        await self._delivery.frame(contacts, frames.presence_frame(self.user_id, online))
 
-    async def _send_contacts_presence(self, session: DeviceSession) -> None:
+    async def _send_contacts_presence(self, session: DeviceOutlet) -> None:
         """A new connection learns which of its contacts are online now."""
         try:
             contacts = await self._storage.chats.contacts(self.user_id)
-            online = await self._fanout.online_among(contacts)
+            online = await self._presence.online_among(contacts)
         except Exception as exc:
             log.warning(
                 "presence.snapshot_failed", extra={"user_id": self.user_id, "error": repr(exc)}

@@ -1,6 +1,7 @@
-"""The ownership directory: which node owns which actor, as leases in Redis.
+"""The ownership directory: which node owns which chat, as leases in Redis. It implements the
+chat actors' `ChatOwnership` port (`node.actors.ports`).
 
-A lease is `lease:<kind>:<id>` holding the owner's incarnation, with a TTL the owner renews every
+A lease is `lease:chat:<id>` holding the owner's incarnation, with a TTL the owner renews every
 third of it. A lease whose holder's membership key lapsed may be taken at once. Leases only say
 who *should* own; safety comes from the fencing epoch in PostgreSQL (see `ChatStore.
 take_ownership`): a node that lost its lease without noticing (paused, cut off) is refused by the
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from node import metrics
+from node.actors.ports import Claim, HeldElsewhere, OwnershipUnavailable
 from node.cluster import keys
 from node.cluster.identity import NodeIdentity
 
@@ -68,35 +70,27 @@ return 0
 
 @dataclass(slots=True)
 class Lease:
+    """A chat held by this node (a `Claim` for the chat actor)."""
+
     key: str
     valid_until: float
+    on_lost: Callable[[], None]
     lost: bool = field(default=False)
 
     def valid(self) -> bool:
         return not self.lost and time.monotonic() < self.valid_until
 
 
-class HeldElsewhere(Exception):
-    def __init__(self, holder: str) -> None:
-        super().__init__(holder)
-        self.holder = holder
+_REDIS_DOWN = (RedisError, OSError)
 
 
 class Directory:
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        identity: NodeIdentity,
-        *,
-        ttl: float,
-        on_lost: Callable[[str], None],
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, identity: NodeIdentity, *, ttl: float) -> None:
         self._redis = redis
         self._me = identity.incarnation
         self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
         self._alive_prefix = keys.alive("")
-        self._on_lost = on_lost
         self._leases: dict[str, Lease] = {}
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
@@ -105,21 +99,27 @@ class Directory:
     def __len__(self) -> int:
         return len(self._leases)
 
-    async def acquire(self, key: str) -> Lease:
-        """Hold `key` from now on. Raises HeldElsewhere (a live node has it) or RedisError."""
+    async def claim(self, chat_id: int, *, on_lost: Callable[[], None]) -> Lease:
+        """Hold the chat from now on; `on_lost` runs if a renewal finds another node holding it.
+        Raises HeldElsewhere (a live node has it) or OwnershipUnavailable (Redis)."""
+        key = keys.lease("chat", chat_id)
         sent_at = time.monotonic()
-        ok, holder = await self._acquire(
-            keys=[key], args=[self._me, self._ttl_ms, self._alive_prefix]
-        )
+        try:
+            ok, holder = await self._acquire(
+                keys=[key], args=[self._me, self._ttl_ms, self._alive_prefix]
+            )
+        except _REDIS_DOWN as exc:
+            raise OwnershipUnavailable(str(exc)) from exc
         if not ok:
             raise HeldElsewhere(holder.decode() if isinstance(holder, bytes) else str(holder))
-        lease = Lease(key, sent_at + self._ttl)
+        lease = Lease(key, sent_at + self._ttl, on_lost)
         self._leases[key] = lease
         return lease
 
-    async def holder(self, key: str) -> str | None:
-        """The live node holding `key`, or None when it is free (or its holder is dead)."""
-        value = await self._redis.get(key)
+    async def owner(self, chat_id: int) -> str | None:
+        """The live node holding the chat, or None when it is free (or its holder is dead).
+        Raises RedisError when Redis cannot be asked."""
+        value = await self._redis.get(keys.lease("chat", chat_id))
         if value is None:
             return None
         holder = value.decode() if isinstance(value, bytes) else str(value)
@@ -127,9 +127,11 @@ class Directory:
             return None
         return holder
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, claim: Claim) -> None:
         """Give the lease up. A lease this node has since taken again for the same key (a new
         actor) is left alone."""
+        assert isinstance(claim, Lease), claim
+        lease = claim
         lease.lost = True
         current = self._leases.get(lease.key)
         if current is not lease:
@@ -137,11 +139,11 @@ class Directory:
         del self._leases[lease.key]
         try:
             await self._release(keys=[lease.key], args=[self._me])
-        except (RedisError, OSError) as exc:
+        except _REDIS_DOWN as exc:
             log.warning("lease.release_failed", extra={"key": lease.key, "error": str(exc)})
 
     async def renew_all(self) -> None:
-        """Extend every lease held; a lease another node took is reported to `on_lost`."""
+        """Extend every lease held; a lease another node took is reported to its `on_lost`."""
         leases = list(self._leases.values())
         if not leases:
             return
@@ -155,7 +157,7 @@ class Directory:
                 lease.lost = True
                 metrics.OWNERSHIP_CHANGES.labels(change="lost").inc()
                 log.warning("lease.lost", extra={"key": lease.key})
-                self._on_lost(lease.key)
+                lease.on_lost()
 
     async def run(self) -> None:
         """Renew every third of the TTL until cancelled."""
@@ -163,7 +165,7 @@ class Directory:
             await asyncio.sleep(self._ttl / 3)
             try:
                 await self.renew_all()
-            except (RedisError, OSError) as exc:
+            except _REDIS_DOWN as exc:
                 metrics.REDIS_ERRORS.labels(op="lease_renew").inc()
                 log.warning("lease.renew_failed", extra={"error": str(exc), "held": len(self)})
 

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from node.domain import SendStatus
+
 WIRE_VERSION = 1
 
 
@@ -40,7 +42,7 @@ class SendReply(_Envelope):
 
     kind: Literal["send_reply"] = "send_reply"
     request_id: str
-    status: str
+    status: SendStatus
     message: str | None = None
 
 

@@ -1,7 +1,5 @@
-"""Redis side of delivery: presence per node, publish-or-mailbox, and dormant mailboxes.
-
-Presence: `presence:<user>` is a hash {node incarnation: devices connected there}. Entries of
-nodes whose membership key lapsed are dropped whenever a script meets them.
+"""Redis side of delivery: publish to the nodes holding members' devices, or append to the
+mailboxes of members with no device anywhere.
 
 Fan-out runs as one script call for a list of groups (`fanout_many`; `Outbound` sends everything
 waiting), atomically and in order: for each group's members it looks at the live nodes holding
@@ -9,10 +7,7 @@ their devices; a member with none is *dormant* and the group's entries are appen
 mailbox list; every other node involved gets the group's envelope once on its inbox. The node that
 calls it delivers to its own devices in-process and is never published to.
 
-Mailbox entries are `<chat_id>:<seq>:<frame>`, appended in seq order per chat (one writer per
-chat). The list is a cache, not the record: it is capped at `mailbox_max` entries and expires;
-`read_mailbox` tells which seqs it holds so that the reader can fall back to PostgreSQL for the
-rest.
+Presence entries are described in `node.cluster.presence`, mailboxes in `node.cluster.mailbox`.
 
 Note: the scripts compute key names from ids, so a Redis Cluster deployment is not supported
 (one Redis, or a primary with replicas).
@@ -20,8 +15,7 @@ Note: the scripts compute key names from ids, so a Redis Cluster deployment is n
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -81,24 +75,6 @@ end
 return {dormant, published}
 """
 
-# Set this node's device count for a user (0 removes it); returns {total before, total after}
-# over live nodes, so the caller can tell online/offline transitions.
-_PRESENCE = """
-local pkey, node, count, prefix = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local before = 0
-local all = redis.call('HGETALL', pkey)
-for i = 1, #all, 2 do
-  if redis.call('EXISTS', prefix .. 'alive:' .. all[i]) == 1 then
-    before = before + tonumber(all[i + 1])
-  else
-    redis.call('HDEL', pkey, all[i])
-  end
-end
-local mine = tonumber(redis.call('HGET', pkey, node) or '0')
-if count > 0 then redis.call('HSET', pkey, node, count) else redis.call('HDEL', pkey, node) end
-return {before, before - mine + count}
-"""
-
 
 @dataclass(slots=True, frozen=True)
 class FanoutGroup:
@@ -113,25 +89,6 @@ class FanoutResult:
     published: int
 
 
-@dataclass(slots=True)
-class MailboxContents:
-    """What a dormant user's mailbox held when read: frames by chat and seq."""
-
-    frames: dict[int, dict[int, bytes]]
-    count: int
-
-    def covers(self, chat_id: int, after_seq: int, upto_seq: int) -> bool:
-        held = self.frames.get(chat_id)
-        return held is not None and all(s in held for s in range(after_seq + 1, upto_seq + 1))
-
-    def high_seqs(self) -> dict[int, int]:
-        return {chat: max(seqs) for chat, seqs in self.frames.items() if seqs}
-
-
-def mailbox_entry(chat_id: int, seq: int, frame: bytes) -> bytes:
-    return b"%d:%d:" % (chat_id, seq) + frame
-
-
 class Fanout:
     def __init__(
         self, redis: aioredis.Redis, incarnation: str, *, mailbox_max: int, mailbox_ttl: int
@@ -141,7 +98,6 @@ class Fanout:
         self._mailbox_max = mailbox_max
         self._mailbox_ttl = mailbox_ttl
         self._fanout = redis.register_script(_FANOUT)
-        self._presence = redis.register_script(_PRESENCE)
 
     async def fanout_many(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
         """Several fan-outs in one script call, applied in order."""
@@ -157,34 +113,3 @@ class Fanout:
             args += [len(group.mailbox_entries), *group.mailbox_entries]
         dormant, published = await self._fanout(keys=[], args=args)
         return FanoutResult(int(dormant), int(published))
-
-    async def set_presence(self, user_id: int, local_devices: int) -> tuple[int, int]:
-        """Record this node's device count for the user; (total before, total after)."""
-        before, after = await self._presence(
-            keys=[keys.presence(user_id)], args=[self._me, local_devices, keys.PREFIX]
-        )
-        return int(before), int(after)
-
-    async def online_among(self, user_ids: Iterable[int]) -> list[int]:
-        """Which of these users have a device connected to a live node (best effort)."""
-        ids = list(user_ids)
-        if not ids:
-            return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for uid in ids:
-                pipe.hlen(keys.presence(uid))
-            counts = await pipe.execute()
-        return [uid for uid, count in zip(ids, counts, strict=True) if count]
-
-    async def read_mailbox(self, user_id: int) -> MailboxContents:
-        raw: list[bytes] = await self._redis.lrange(keys.mailbox(user_id), 0, -1)  # type: ignore[assignment]  # bytes: no decode_responses
-        frames: dict[int, dict[int, bytes]] = defaultdict(dict)
-        for entry in raw:
-            chat, seq, frame = entry.split(b":", 2)
-            frames[int(chat)][int(seq)] = frame
-        return MailboxContents(frames=dict(frames), count=len(raw))
-
-    async def trim_mailbox(self, user_id: int, consumed: int) -> None:
-        """Drop the first `consumed` entries (those a device read and has acked since);
-        entries appended later stay."""
-        await self._redis.ltrim(keys.mailbox(user_id), consumed, -1)

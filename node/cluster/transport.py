@@ -1,9 +1,10 @@
 """Node-to-node transport over Redis Pub/Sub: one inbox channel per node incarnation.
 
-Pub/Sub is at-most-once: what is published while a subscriber is disconnected is gone. Nothing
-correct rests on it. When the subscription is re-established after a failure, `on_resubscribed`
-runs, and the node re-registers what it holds and resynchronises every connected device from
-PostgreSQL (see `node.cluster.router.Router.recover`).
+`Publisher` sends an envelope to one node's inbox; `InboxSubscriber` listens on this node's inbox
+and hands each envelope to the dispatcher. Pub/Sub is at-most-once: what is published while a
+subscriber is disconnected is gone. Nothing correct rests on it. When the subscription is
+re-established after a failure, `on_resubscribed` runs, and the node re-registers what it holds
+and resynchronises every connected device from PostgreSQL (see `node.cluster.recovery`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ log = logging.getLogger(__name__)
 _BACKOFF_START, _BACKOFF_MAX = 0.05, 2.0
 
 
-class Transport:
+class Publisher:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def publish(self, incarnation: str, envelope: envelopes.Envelope) -> int:
+        """Publish to one node's inbox; returns how many subscribers got it (0: none)."""
+        return int(await self._redis.publish(keys.inbox(incarnation), envelopes.encode(envelope)))
+
+
+class InboxSubscriber:
     def __init__(
         self,
         redis: aioredis.Redis,
@@ -39,10 +49,6 @@ class Transport:
         self._on_envelope = on_envelope
         self._on_resubscribed = on_resubscribed
         self.subscribed = asyncio.Event()
-
-    async def publish(self, incarnation: str, envelope: envelopes.Envelope) -> int:
-        """Publish to one node's inbox; returns how many subscribers got it (0: none)."""
-        return int(await self._redis.publish(keys.inbox(incarnation), envelopes.encode(envelope)))
 
     async def run(self) -> None:
         """Subscribe and dispatch until cancelled; reconnect with capped exponential backoff."""

@@ -40,7 +40,12 @@ async def list_chats(request: web.Request, me: int) -> web.Response:
     return reply({"items": [schemas.chat_out(v) for v in views]})
 
 
-@routes.get("/api/v1/chats/{id}", summary="A chat with its members", response=schemas.Chat)
+@routes.get(
+    "/api/v1/chats/{id}",
+    summary="A chat with its members",
+    response=schemas.Chat,
+    errors=(errors.NotMember,),
+)
 async def get_chat(request: web.Request, me: int, id: int) -> web.Response:
     """404 unless you are a member, whether or not the chat exists."""
     view = await request.app[CHATS].get(me, id)
@@ -51,7 +56,7 @@ async def get_chat(request: web.Request, me: int, id: int) -> web.Response:
     "/api/v1/chats/{id}/members",
     summary="Add a member to a group",
     response=schemas.Chat,
-    errors=(errors.Forbidden,),
+    errors=(errors.NotMember, errors.Forbidden, errors.NotFound("no such user")),
 )
 async def add_member(
     request: web.Request, me: int, id: int, body: schemas.AddMember
@@ -68,7 +73,7 @@ async def add_member(
     summary="Remove a member from a group, or leave it",
     response=None,
     status=204,
-    errors=(errors.Forbidden,),
+    errors=(errors.NotMember, errors.Forbidden, errors.NotFound("no such member")),
 )
 async def remove_member(request: web.Request, me: int, id: int, user_id: int) -> web.Response:
     """Anyone may remove themselves; the owner may remove anyone (an owner who leaves hands the

@@ -45,7 +45,7 @@ from node.errors import (
 )
 from node.frames import dumps
 from node.http.middleware import read_json, validate
-from node.http.schemas import MAX_ID
+from node.ids import id_or_none
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 Authenticator = Callable[[web.Request], Awaitable[int]]
@@ -66,9 +66,10 @@ def no_content() -> web.Response:
 
 def path_id(raw: str) -> int:
     """A path segment as an id; anything that cannot be one is simply not found."""
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_ID:
-        return int(raw)
-    raise NotFound()
+    ident = id_or_none(raw)
+    if ident is None:
+        raise NotFound()
+    return ident
 
 
 @dataclass(slots=True, frozen=True)

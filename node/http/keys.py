@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.config import Settings
+from node.http.ws.hub import DeviceHub
 from node.services.auth import AuthService
 from node.services.chats import ChatService
-from node.services.devices import DeviceHub
 from node.services.health import HealthService
 from node.services.messages import MessageService
 from node.services.users import UserService

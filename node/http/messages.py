@@ -20,7 +20,13 @@ routes = RouteTable()
     response=schemas.Message,
     status=201,
     also={200: "this client_msg_id was already sent to this chat: the original message"},
-    errors=(errors.IdempotencyConflict, errors.RateLimited, errors.Unavailable),
+    errors=(
+        errors.NotMember,
+        errors.IdempotencyConflict,
+        errors.RateLimited,
+        errors.Unavailable,
+        errors.InternalError,
+    ),
 )
 async def send_message(
     request: web.Request, me: int, id: int, body: schemas.SendMessage
@@ -39,6 +45,7 @@ async def send_message(
     summary="A page of a chat's history",
     tag="messages",
     response=schemas.MessageList,
+    errors=(errors.NotMember,),
 )
 async def list_messages(
     request: web.Request, me: int, id: int, query: schemas.HistoryPage

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from node.http.endpoints import Endpoint
-from node.http.schemas import ID_PATTERN, ErrorBody
+from node.http.schemas import ErrorBody
+from node.ids import ID_PATTERN
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 WS_PATH = "/api/v1/ws"

@@ -14,7 +14,7 @@ from node.frames import dumps
 from node.http import auth, chats, health, messages, users
 from node.http.endpoints import Endpoint, register
 from node.http.openapi import DOCS_HTML, WS_PATH, build_openapi
-from node.http.ws import websocket_handler
+from node.http.ws.handler import websocket_handler
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     *health.routes,

@@ -20,19 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, W
 from pydantic.json_schema import SkipJsonSchema
 
 from node import domain
-
-MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
-ID_PATTERN = r"^[0-9]{1,19}$"
-
-
-def parse_id(value: object) -> int:
-    """An id from a decimal string or an integer; ValueError for anything else."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
-        return value
-    raise ValueError("must be an id (a string of digits)")
-
+from node.ids import ID_PATTERN, MAX_SEQ, parse_id
 
 Id = Annotated[
     int,
@@ -42,7 +30,7 @@ Id = Annotated[
 IdOut = Annotated[str, Field(pattern=ID_PATTERN, examples=["42"])]
 Username = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
-Seq = Annotated[int, Field(ge=0, le=MAX_ID)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -149,7 +137,8 @@ class Health(BaseModel):
     node_id: str
     failing: list[str] | SkipJsonSchema[None] = Field(
         default=None,
-        description="the unreachable dependencies (`postgres`, `redis`), on 503 only",
+        description="what is down, on 503 only: `postgres`, `redis`, or a part of the node"
+        " that is not running (`commits`, `inbox`, `outbound`, ...)",
         json_schema_extra=_no_default,
     )
 

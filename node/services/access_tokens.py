@@ -23,6 +23,7 @@ from collections.abc import Callable
 import jwt
 
 from node.errors import Unauthorized
+from node.ids import id_or_none
 
 ALGORITHM = "HS256"
 _REQUIRED = ["exp", "iat", "sub", "jti"]
@@ -74,6 +75,7 @@ class AccessTokens:
         except jwt.PyJWTError:
             raise invalid_token() from None
         sub = claims["sub"]
-        if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit() or len(sub) > 19:
+        user_id = id_or_none(sub) if isinstance(sub, str) else None
+        if user_id is None:  # e.g. past int64: no user can have it
             raise invalid_token()
-        return int(sub)
+        return user_id

@@ -1,7 +1,7 @@
 """Creating chats and changing their members.
 
-Visibility rule: whoever is not a member of a chat gets 404 for it, exactly as for a chat that does
-not exist, so ids cannot be probed. Only then come the permission checks (403).
+Visibility rule: whoever is not a member of a chat gets 404 `not_member` for it, exactly as for a
+chat that does not exist, so ids cannot be probed. Only then come the permission checks (403).
 
 Membership changes are made by `ChatStore` under a lock on the chat row and bump its
 `members_version`; the chat's actor notices at its next write (see `node.storage.chats`).
@@ -18,8 +18,8 @@ from node.storage import Storage, UnknownUser
 log = logging.getLogger(__name__)
 
 
-def _no_chat() -> errors.NotFound:
-    return errors.NotFound("no such chat")
+def _no_chat() -> errors.NotMember:
+    return errors.NotMember()
 
 
 class ChatService:

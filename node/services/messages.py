@@ -1,6 +1,6 @@
 """Sending and reading messages.
 
-Sends go to the chat's actor through the router (local or remote), never straight to storage:
+Sends go to the chat's actor through placement (local or remote), never straight to storage:
 the actor is the only writer of its chat's seq. REST waits for the outcome (`send`); the
 WebSocket does not (`submit`: the outcome comes back as a `sent` or `error` frame), so one socket
 can have many sends in flight and the chat actor commits them in groups.
@@ -12,32 +12,24 @@ import asyncio
 from collections.abc import Callable
 
 from node import errors, tracing
-from node.actors.chat import ChatSignalCommand, SendCommand, SendOutcome
-from node.cluster.router import Router
+from node.actors.commands import ChatSignalCommand, SendCommand, SendOutcome
+from node.cluster.placement import ChatPlacement
 from node.domain import Message
 from node.services.ratelimit import RateLimiter
 from node.storage import Storage
 
-_FAILURES: dict[str, type[errors.ApiError]] = {
-    "conflict": errors.IdempotencyConflict,
-    "not_member": errors.NotFound,
-    "not_found": errors.NotFound,
-    "rate_limited": errors.RateLimited,
-    "unavailable": errors.Unavailable,
-}
-
-
-def outcome_error(outcome: SendOutcome) -> errors.ApiError:
-    """The error a failed outcome stands for (REST view: a chat you are not in is 404)."""
-    return _FAILURES.get(outcome.status, errors.Unavailable)()
-
 
 class MessageService:
     def __init__(
-        self, storage: Storage, router: Router, limiter: RateLimiter, *, reply_timeout: float
+        self,
+        storage: Storage,
+        placement: ChatPlacement,
+        limiter: RateLimiter,
+        *,
+        reply_timeout: float,
     ) -> None:
         self._storage = storage
-        self._router = router
+        self._placement = placement
         self._limiter = limiter
         self._reply_timeout = reply_timeout
 
@@ -56,7 +48,7 @@ class MessageService:
             raise errors.ValidationFailed("unknown media id in attachments", code="unknown_media")
         if not self._limiter.allow(user_id):
             raise errors.RateLimited()
-        await self._router.send(
+        await self._placement.route(
             SendCommand(chat_id, user_id, client_msg_id, text, (), reply, tracing.carrier())
         )
 
@@ -76,8 +68,8 @@ class MessageService:
             outcome = await asyncio.wait_for(future, self._reply_timeout)
         except TimeoutError:
             raise errors.Unavailable("the message could not be confirmed in time") from None
-        if outcome.message is None or outcome.status not in ("created", "duplicate"):
-            raise outcome_error(outcome)
+        if not outcome.stored or outcome.message is None:
+            raise errors.send_failure(outcome.status)
         return outcome.message, outcome.status == "created"
 
     async def history(
@@ -90,7 +82,7 @@ class MessageService:
         limit: int,
     ) -> list[Message]:
         if not await self._storage.chats.is_member(chat_id, user_id):
-            raise errors.NotFound("chat not found")
+            raise errors.NotMember()
         return await self._storage.messages.page(
             chat_id, after_seq=after_seq, before_seq=before_seq, limit=limit
         )
@@ -102,10 +94,10 @@ class MessageService:
             if not await self._storage.chats.is_member(chat_id, user_id):
                 raise errors.NotMember()
             raise errors.ValidationFailed("seq is past the chat's last message", code="invalid_seq")
-        await self._router.signal(ChatSignalCommand(chat_id, user_id, device_id, "read", seq))
+        await self._placement.route(ChatSignalCommand(chat_id, user_id, device_id, "read", seq))
 
     async def typing(self, user_id: int, device_id: str, chat_id: int) -> None:
         """Refused for a chat the user is not in (so nobody can wake any chat's actor)."""
         if not await self._storage.chats.is_member(chat_id, user_id):
             raise errors.NotMember()
-        await self._router.signal(ChatSignalCommand(chat_id, user_id, device_id, "typing"))
+        await self._placement.route(ChatSignalCommand(chat_id, user_id, device_id, "typing"))

@@ -8,13 +8,22 @@ import asyncpg
 
 from node.storage.chats import ChatStore, UnknownUser
 from node.storage.cursors import CursorStore
-from node.storage.messages import ChatBatch, ChatMissing, Fenced, MessageStore, NewMessage
+from node.storage.errors import (
+    CONNECTION_ERRORS,
+    DATABASE_ERRORS,
+    ChatMissing,
+    Fenced,
+    StoreUnavailable,
+)
+from node.storage.messages import ChatBatch, MessageStore, NewMessage
 from node.storage.migrate import apply_migrations
 from node.storage.pool import create_pool
 from node.storage.tokens import RefreshTokenStore
 from node.storage.users import UsernameTaken, UserStore
 
 __all__ = [
+    "CONNECTION_ERRORS",
+    "DATABASE_ERRORS",
     "ChatBatch",
     "ChatMissing",
     "ChatStore",
@@ -24,6 +33,7 @@ __all__ = [
     "NewMessage",
     "RefreshTokenStore",
     "Storage",
+    "StoreUnavailable",
     "UnknownUser",
     "UserStore",
     "UsernameTaken",

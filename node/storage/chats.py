@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from node.domain import Chat, ChatView
-from node.storage.messages import ChatMissing
+from node.storage.errors import ChatMissing
 from node.storage.records import chat_from, user_from
 
 

@@ -10,15 +10,8 @@ import asyncpg
 import orjson
 
 from node.domain import ChatPosition, Message, PostResult
+from node.storage.errors import ChatMissing, Fenced
 from node.storage.records import MESSAGE_COLUMNS, message_from
-
-
-class ChatMissing(Exception):
-    """The chat of a batch does not exist (any more)."""
-
-
-class Fenced(Exception):
-    """The writer's epoch is no longer the chat's: another node owns the chat now."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,7 +49,7 @@ class MessageStore:
         return outcome
 
     async def post_many(
-        self, batches: Sequence[ChatBatch]
+        self, batches: Sequence[ChatBatch], *, timeout: float | None = None
     ) -> dict[int, list[PostResult] | Fenced | ChatMissing]:
         """Group commit of several chats in ONE transaction (`store_batches`): per chat, seqs
         are assigned gap-free to the created rows only, (sender, client_msg_id) repeats return
@@ -64,7 +57,8 @@ class MessageStore:
         must hold distinct (sender, client_msg_id) pairs and each chat appears once.
 
         When another transaction stores the same pair concurrently the unique index may refuse
-        this one; it is retried, and the pair then reports a conflict."""
+        this one; it is retried, and the pair then reports a conflict. `timeout` bounds the
+        statement: past it the database cancels it (nothing is stored), TimeoutError is raised."""
         ordered = sorted(batches, key=lambda b: b.chat_id)  # one lock order for every caller
         chats, epochs, row_chat = [], [], []
         senders, cmids, texts, attachments = [], [], [], []
@@ -77,7 +71,9 @@ class MessageStore:
                 cmids.append(message.client_msg_id)
                 texts.append(message.text)
                 attachments.append(orjson.dumps(message.attachments).decode())
-        rows = await self._store(chats, epochs, row_chat, senders, cmids, texts, attachments)
+        rows = await self._store(
+            [chats, epochs, row_chat, senders, cmids, texts, attachments], timeout
+        )
         results: list[PostResult | None] = [None] * len(row_chat)
         failed: dict[int, Fenced | ChatMissing] = {}
         for r in rows:
@@ -104,11 +100,13 @@ class MessageStore:
             offset += count
         return out
 
-    async def _store(self, *args: list[Any]) -> list[asyncpg.Record]:
+    async def _store(self, args: list[list[Any]], timeout: float | None) -> list[asyncpg.Record]:
         for attempt in range(_RETRIES_ON_RACE):
             try:
                 rows: list[asyncpg.Record] = await self._pool.fetch(
-                    "SELECT * FROM store_batches($1, $2, $3, $4, $5, $6, $7)", *args
+                    "SELECT * FROM store_batches($1, $2, $3, $4, $5, $6, $7)",
+                    *args,
+                    timeout=timeout,
                 )
                 return rows
             except asyncpg.UniqueViolationError:

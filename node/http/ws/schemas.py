@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
+from node.ids import MAX_SEQ, parse_id
 
-def _id(value: Any) -> Any:
-    """Ids are strings on the wire; numbers are accepted too. Anything else fails validation."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError("must be an id (a string of digits)")
-
-
-Id = Annotated[int, BeforeValidator(_id), Field(ge=1, json_schema_extra={"type": "string"})]
-Seq = Annotated[int, Field(ge=0, le=2**62)]
+Id = Annotated[int, BeforeValidator(parse_id), Field(json_schema_extra={"type": "string"})]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
 class _Frame(BaseModel):

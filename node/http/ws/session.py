@@ -1,4 +1,5 @@
 """One connected device: a bounded outbox and the writer task that empties it into the socket.
+It is the `DeviceOutlet` its user actor delivers to (`node.actors.ports`).
 
 The writer is the only code that writes to the socket, so everything a device receives is ordered
 by one task. It first sends `ready`, then the backlog (everything this device has not acked:
@@ -22,17 +23,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from redis.exceptions import RedisError
 
 from node import frames, metrics, tracing
-from node.cluster.fanout import Fanout, MailboxContents
+from node.actors.ports import BatchMeta
 from node.domain import ChatPosition
 from node.errors import NotMember, ValidationFailed
-from node.storage import Storage
+from node.services.device_sync import DeviceSync
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +42,12 @@ _BACKLOG = metrics.MESSAGES_DELIVERED.labels(path="backlog")
 _FILLED = metrics.MESSAGES_DELIVERED.labels(path="fill")
 
 
-@dataclass(slots=True, frozen=True)
-class BatchMeta:
-    """Where a live batch came from: its commit time (wall clock) and trace context."""
-
-    committed_at: float
-    trace: tracing.Carrier
-
-
 _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
-
-
-class CursorSink(Protocol):
-    def mark(self, user_id: int, device_id: str, chat_id: int, seq: int) -> None: ...
-
-    def unsaved(self, user_id: int, device_id: str) -> dict[int, int]: ...
 
 
 @dataclass(slots=True, frozen=True)
 class SessionDeps:
-    storage: Storage
-    fanout: Fanout
-    cursors: CursorSink
+    sync: DeviceSync
     node_id: str
     backlog_limit: int
     outbox_limit: int
@@ -196,9 +179,7 @@ class DeviceSession:
         """Record that this device has every message of the chat up to `seq`. Refused (raises)
         for a chat the user is not in, or above the chat's last seq."""
         if seq > self.sent.get(chat_id, -1):
-            position = await self._deps.storage.messages.position(
-                self.user_id, self.device_id, chat_id
-            )
+            position = await self._deps.sync.position(self.user_id, self.device_id, chat_id)
             if position is None:
                 raise NotMember()
             if seq > position.last_seq:
@@ -212,7 +193,7 @@ class DeviceSession:
         self.acked[chat_id] = seq
         if self._traces:
             tracing.event("ws.ack", parent=self._traces.pop(chat_id, {}), chat_id=chat_id, seq=seq)
-        self._deps.cursors.mark(self.user_id, self.device_id, chat_id, seq)
+        self._deps.sync.acked(self.user_id, self.device_id, chat_id, seq)
         high = self._mailbox_high
         if high is not None and all(
             self.acked.get(chat, 0) >= top or chat not in self.sent for chat, top in high.items()
@@ -263,9 +244,7 @@ class DeviceSession:
     ) -> None:
         sent = self.sent.get(chat_id)
         if sent is None:  # a chat joined after connecting: start where the device stands
-            position = await self._deps.storage.messages.position(
-                self.user_id, self.device_id, chat_id
-            )
+            position = await self._deps.sync.position(self.user_id, self.device_id, chat_id)
             if position is None:
                 return
             sent = self._start(position)
@@ -300,7 +279,7 @@ class DeviceSession:
         low = max(after, upto - self._deps.backlog_limit)
         if low > after:
             await self._send(frames.gap_frame(chat_id, after, low + 1))
-        for message in await self._deps.storage.messages.between(chat_id, low, upto):
+        for message in await self._deps.sync.between(chat_id, low, upto):
             await self._send(frames.message_frame(message))
             self.sent[chat_id] = message.seq
             self.delivered += 1
@@ -310,10 +289,8 @@ class DeviceSession:
     async def _sync(self) -> None:
         """The backlog on connect: per chat at most the newest `backlog_limit` unacked
         messages, a `gap` frame first where older ones are skipped."""
-        positions = self._with_unsaved(
-            await self._deps.storage.messages.positions(self.user_id, self.device_id)
-        )
-        mailbox = await self._read_mailbox()
+        positions = await self._deps.sync.positions(self.user_id, self.device_id)
+        mailbox = await self._deps.sync.mailbox(self.user_id)
         from_db: list[tuple[int, int, int]] = []
         planned: list[tuple[int, int, dict[int, bytes] | None]] = []
         for position in positions:
@@ -336,7 +313,7 @@ class DeviceSession:
                 await self._send(held[seq])
                 self.sent[chat_id] = seq
                 self.delivered += 1
-        for message in await self._deps.storage.messages.ranges(from_db):
+        for message in await self._deps.sync.ranges(from_db):
             if message.seq > self.sent[message.chat_id]:
                 await self._send(frames.message_frame(message))
                 self.sent[message.chat_id] = message.seq
@@ -348,29 +325,8 @@ class DeviceSession:
         metrics.BACKLOG_SIZE.observe(self.delivered)
         log.debug("session.synced", extra={"user_id": self.user_id, "delivered": self.delivered})
 
-    async def _read_mailbox(self) -> MailboxContents | None:
-        try:
-            return await self._deps.fanout.read_mailbox(self.user_id)
-        except (RedisError, OSError) as exc:  # the record is PostgreSQL: carry on without it
-            metrics.REDIS_ERRORS.labels(op="mailbox_read").inc()
-            log.warning(
-                "session.mailbox_unreadable", extra={"user_id": self.user_id, "error": str(exc)}
-            )
-            return None
-
-    def _with_unsaved(self, positions: list[ChatPosition]) -> list[ChatPosition]:
-        """Positions with this device's acks that are not flushed yet taken into account."""
-        unsaved = self._deps.cursors.unsaved(self.user_id, self.device_id)
-        if not unsaved:
-            return positions
-        return [
-            replace(p, acked_seq=max(p.acked_seq, unsaved.get(p.chat_id, 0))) for p in positions
-        ]
-
     async def _resync(self) -> None:
-        positions = self._with_unsaved(
-            await self._deps.storage.messages.positions(self.user_id, self.device_id)
-        )
+        positions = await self._deps.sync.positions(self.user_id, self.device_id)
         for position in positions:
             sent = self.sent.get(position.chat_id)
             if sent is None:
@@ -379,9 +335,4 @@ class DeviceSession:
                 await self._fill(position.chat_id, sent, position.last_seq)
 
     async def _trim_mailbox(self) -> None:
-        try:
-            await self._deps.fanout.trim_mailbox(self.user_id, self._mailbox_count)
-        except (RedisError, OSError) as exc:
-            log.warning(
-                "session.mailbox_trim_failed", extra={"user_id": self.user_id, "error": str(exc)}
-            )
+        await self._deps.sync.trim_mailbox(self.user_id, self._mailbox_count)

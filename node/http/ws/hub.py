@@ -1,30 +1,34 @@
 """Connected devices on this node: opening and closing device sessions.
 
 The hub creates each session (bumping the device's epoch in PostgreSQL, so an older connection of
-the same device anywhere is superseded), attaches it to the user's actor, and on shutdown closes
-every socket with 1001 so clients reconnect elsewhere.
+the same device anywhere is superseded), attaches it to the user's actor (started if needed), and
+on shutdown closes every socket with 1001 so clients reconnect elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, web
 
 from node import errors
-from node.actors.base import ActorStopped, MailboxFull
-from node.actors.session import DeviceSession, SessionDeps
-from node.actors.user import Attach, Detach
-from node.cluster.router import Router
+from node.actors.local_users import LocalUsers
+from node.actors.runtime import ActorStopped, MailboxFull
+from node.actors.user import Attach, Detach, UserActor
+from node.http.ws.session import DeviceSession, SessionDeps
 
 log = logging.getLogger(__name__)
 
 
 class DeviceHub:
-    def __init__(self, deps: SessionDeps, router: Router) -> None:
+    def __init__(
+        self, deps: SessionDeps, users: LocalUsers, user_actor: Callable[[int], UserActor]
+    ) -> None:
         self._deps = deps
-        self._router = router
+        self._users = users
+        self._user_actor = user_actor
         self.sessions: set[DeviceSession] = set()
         self._closing = False
 
@@ -38,9 +42,9 @@ class DeviceHub:
         if self._closing:
             raise errors.Unavailable("node shutting down")
         session = DeviceSession(user_id, device_id, ws, self._deps, transport)
-        session.epoch = await self._deps.storage.cursors.touch_device(user_id, device_id)
+        session.epoch = await self._deps.sync.connected(user_id, device_id)
         try:
-            self._router.user_ref(user_id).tell(Attach(session))
+            self._users.ensure(user_id, self._user_actor).tell(Attach(session))
         except (MailboxFull, ActorStopped):
             raise errors.Unavailable("try again") from None
         self.sessions.add(session)
@@ -50,12 +54,7 @@ class DeviceHub:
     def close(self, session: DeviceSession) -> None:
         self.sessions.discard(session)
         session.close(WSCloseCode.GOING_AWAY, "closing")
-        ref = self._router.users.get(session.user_id)
-        if ref is not None:
-            try:
-                ref.tell(Detach(session))
-            except (MailboxFull, ActorStopped):
-                pass
+        self._users.tell(session.user_id, Detach(session))
         log.info(
             "device.disconnected", extra={"user_id": session.user_id, "device": session.device_id}
         )

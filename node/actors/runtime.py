@@ -14,8 +14,11 @@ handle to it. Guarantees:
   fails back to the caller and does not crash the actor.
 * Passivation: an actor idle for `idle_timeout` whose `may_passivate()` is true stops itself. The
   idle check and the closing of its mailbox happen without yielding, so no message is lost.
-* Messages left when an actor terminates without handling them (escalation, start failure) go to
-  `undeliverable`, which by default fails pending asks with `ActorStopped`.
+* Every message the actor took but did not handle goes to `undeliverable`: what was left in the
+  mailbox when it terminates (escalation, start failure, stop on purpose), and the rest of a batch
+  whose handler raised part-way. The default fails pending asks with `ActorStopped`; actors that
+  hold requests of their own (a chat actor's sends) answer them there. The messages a raising
+  handler was given are that handler's to answer: it failed while holding them.
 """
 
 from __future__ import annotations
@@ -147,9 +150,12 @@ class RestartBudget:
 
 
 class Actor(Generic[M]):
-    """Subclass and implement `receive` (or `receive_batch` with `batch_size` > 1)."""
+    """Subclass and implement `receive` (or `receive_batch` with `batch_size` > 1). `ref` is the
+    actor's own handle, set when it is spawned (e.g. to be told something by a timer)."""
 
-    __slots__ = ()
+    __slots__ = ("ref",)
+
+    ref: ActorRef[M]
 
     mailbox_size: int = 1000
     batch_size: int = 1
@@ -269,6 +275,7 @@ class ActorRegistry:
             raise ValueError(f"actor {key!r} already running")
         mailbox = Mailbox(actor.mailbox_size)
         ref: ActorRef[M] = ActorRef(key, mailbox)
+        actor.ref = ref
         self._refs[key] = ref
         ref.task = asyncio.get_running_loop().create_task(
             self._run(ref, actor, mailbox, budget or RestartBudget(), on_exit),
@@ -358,17 +365,29 @@ class ActorRegistry:
                 else:
                     await actor.receive(message)
                 continue
-            run: list[M] = []  # plain messages in batches; each ask answered in its turn
-            for message in batch:
-                if isinstance(message, Ask):
-                    if run:
-                        await actor.receive_batch(run)
-                        run = []
-                    await self._answer(actor, message)
-                else:
-                    run.append(message)
-            if run:
-                await actor.receive_batch(run)
+            await self._handle_batch(actor, batch)
+
+    @staticmethod
+    async def _handle_batch(actor: Actor[M], batch: list[Any]) -> None:
+        """Plain messages in runs handed to `receive_batch`; each ask answered in its turn. If a
+        run's handler raises, what comes after it in the batch goes to `undeliverable` before
+        the crash is reported (the handler itself answers for the run it was given)."""
+        start = 0
+        for end, message in enumerate([*batch, None]):
+            if end < len(batch) and not isinstance(message, Ask):
+                continue
+            if end > start:
+                try:
+                    await actor.receive_batch(batch[start:end])
+                except asyncio.CancelledError:
+                    actor.undeliverable(batch[end:], ActorStopped("cancelled"))
+                    raise
+                except Exception as exc:
+                    actor.undeliverable(batch[end:], exc)
+                    raise
+            if end < len(batch):
+                await ActorRegistry._answer(actor, message)
+            start = end + 1
 
     @staticmethod
     async def _answer(actor: Actor[M], ask: Ask) -> None:

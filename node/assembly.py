@@ -1,0 +1,181 @@
+"""The node's object graph, built in one place in dependency order (no I/O here).
+
+Each object is complete when constructed: what it needs is passed in, nothing is wired
+afterwards. Read top to bottom, this is the architecture:
+
+    storage ─ group commit, cursor writer
+    Redis ─ fan-out script ─ outbound queue;  presence;  mailboxes;  publisher
+    local user actors ─ delivery (this node in-process, other nodes through outbound)
+    directory (leases) ─ chat actors ─ placement (local or remote) ─ forwarder (remote requests)
+    dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
+    device sync ─ device hub (the WebSocket edge)
+
+`NodeRuntime.loops()` lists the long-lived loops the supervisor runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from node.actors.chat import ChatActor
+from node.actors.local_users import LocalUsers
+from node.actors.ports import Handback
+from node.actors.runtime import ActorRegistry
+from node.actors.user import UserActor
+from node.cluster.delivery import Delivery
+from node.cluster.directory import Directory
+from node.cluster.dispatch import Dispatcher
+from node.cluster.fanout import Fanout
+from node.cluster.forwarding import Forwarder
+from node.cluster.identity import NodeIdentity
+from node.cluster.mailbox import Mailboxes
+from node.cluster.membership import Membership
+from node.cluster.outbound import Outbound
+from node.cluster.owners import RemoteOwners
+from node.cluster.placement import ChatPlacement
+from node.cluster.presence import Presence
+from node.cluster.recovery import Recovery
+from node.cluster.transport import InboxSubscriber, Publisher
+from node.config import Settings
+from node.http.ws.hub import DeviceHub
+from node.http.ws.session import SessionDeps
+from node.services.device_sync import DeviceSync
+from node.storage import Storage
+from node.storage.cursor_writer import CursorWriter
+from node.storage.group_commit import CommitPipeline
+
+
+@dataclass(slots=True)
+class NodeRuntime:
+    """What a running node owns (for the app, metrics and tests)."""
+
+    settings: Settings
+    identity: NodeIdentity
+    storage: Storage
+    redis: aioredis.Redis
+    committer: CommitPipeline
+    cursors: CursorWriter
+    outbound: Outbound
+    chats: ActorRegistry
+    users: ActorRegistry
+    local_users: LocalUsers
+    directory: Directory
+    placement: ChatPlacement
+    forwarder: Forwarder
+    subscriber: InboxSubscriber
+    membership: Membership
+    hub: DeviceHub
+
+    def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The node's long-lived loops, by part name (as `/healthz` names them)."""
+        return [
+            ("membership", self.membership.run),
+            ("leases", self.directory.run),
+            ("inbox", self.subscriber.run),
+            ("commits", self.committer.run),
+            ("acks", self.cursors.run),
+            ("outbound", self.outbound.run),
+            ("rerouting", self.placement.run),
+            ("replies", self.forwarder.run),
+        ]
+
+
+def assemble(
+    settings: Settings,
+    identity: NodeIdentity,
+    storage: Storage,
+    redis: aioredis.Redis,
+    pubsub_redis: aioredis.Redis,
+) -> NodeRuntime:
+    committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
+    cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
+    fanout = Fanout(
+        redis,
+        identity.incarnation,
+        mailbox_max=settings.mailbox_max,
+        mailbox_ttl=settings.mailbox_ttl,
+    )
+    outbound = Outbound(fanout)
+    presence = Presence(redis, identity.incarnation)
+    publisher = Publisher(redis)
+
+    users = ActorRegistry("users")
+    local_users = LocalUsers(users)
+    delivery = Delivery(identity, local_users, outbound)
+
+    def user_actor(user_id: int) -> UserActor:
+        return UserActor(
+            user_id,
+            storage=storage,
+            presence=presence,
+            delivery=delivery,
+            mailbox_size=settings.user_mailbox_size,
+            idle_timeout=settings.actor_idle_timeout,
+            presence_grace=settings.presence_grace,
+        )
+
+    directory = Directory(redis, identity, ttl=settings.lease_ttl)
+
+    def chat_actor(chat_id: int, handback: Handback) -> ChatActor:
+        return ChatActor(
+            chat_id,
+            storage=storage,
+            committer=committer,
+            ownership=directory,
+            delivery=delivery,
+            handback=handback,
+            node=identity.incarnation,
+            mailbox_size=settings.chat_mailbox_size,
+            idle_timeout=settings.actor_idle_timeout,
+        )
+
+    chats = ActorRegistry("chats")
+    owners = RemoteOwners()
+    forwarder = Forwarder(identity, publisher, owners, timeout=settings.forward_timeout)
+    placement = ChatPlacement(
+        identity,
+        directory=directory,
+        chats=chats,
+        owners=owners,
+        forwarder=forwarder,
+        chat_actor=chat_actor,
+    )
+    dispatcher = Dispatcher(identity, users=local_users, placement=placement, forwarder=forwarder)
+    recovery = Recovery(directory, local_users)
+    subscriber = InboxSubscriber(
+        pubsub_redis,
+        identity,
+        on_envelope=dispatcher.on_envelope,
+        on_resubscribed=recovery.recover,
+    )
+    membership = Membership(
+        redis, identity, interval=settings.heartbeat_interval, on_lost_memory=recovery.recover
+    )
+    sync = DeviceSync(storage, Mailboxes(redis), cursors)
+    session_deps = SessionDeps(
+        sync=sync,
+        node_id=settings.node_id,
+        backlog_limit=settings.backlog_limit,
+        outbox_limit=settings.outbox_limit,
+    )
+    return NodeRuntime(
+        settings=settings,
+        identity=identity,
+        storage=storage,
+        redis=redis,
+        committer=committer,
+        cursors=cursors,
+        outbound=outbound,
+        chats=chats,
+        users=users,
+        local_users=local_users,
+        directory=directory,
+        placement=placement,
+        forwarder=forwarder,
+        subscriber=subscriber,
+        membership=membership,
+        hub=DeviceHub(session_deps, local_users, user_actor),
+    )

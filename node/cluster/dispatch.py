@@ -1,0 +1,60 @@
+"""Envelopes from other nodes, each handed to the part of this node that handles its kind."""
+
+from __future__ import annotations
+
+from node import tracing
+from node.actors.commands import ChatSignalCommand
+from node.actors.local_users import LocalUsers
+from node.actors.ports import BatchMeta
+from node.actors.user import DeliverFrame, DeliverMessages, DeviceTakenOver
+from node.cluster import envelopes
+from node.cluster.forwarding import Forwarder
+from node.cluster.identity import NodeIdentity
+from node.cluster.placement import ChatPlacement
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        *,
+        users: LocalUsers,
+        placement: ChatPlacement,
+        forwarder: Forwarder,
+    ) -> None:
+        self._node = identity.incarnation
+        self._users = users
+        self._placement = placement
+        self._forwarder = forwarder
+
+    async def on_envelope(self, envelope: envelopes.Envelope) -> None:
+        if isinstance(envelope, envelopes.Deliver):
+            entries = [(m.seq, m.frame.encode()) for m in envelope.messages]
+            with tracing.span(
+                "node.deliver", parent=envelope.trace, chat_id=envelope.chat_id, node=self._node
+            ):
+                meta = BatchMeta(envelope.committed_at, tracing.carrier())
+            self._users.tell_all(
+                envelope.user_ids, DeliverMessages(envelope.chat_id, entries, meta)
+            )
+        elif isinstance(envelope, envelopes.UserFrame):
+            frame = envelope.frame.encode()
+            for uid in envelope.user_ids:
+                skip = envelope.skip_device if uid == envelope.skip_user else None
+                self._users.tell(uid, DeliverFrame(frame, skip))
+        elif isinstance(envelope, envelopes.SendRequest):
+            await self._placement.route(self._forwarder.remote_command(envelope))
+        elif isinstance(envelope, envelopes.SendReply):
+            self._forwarder.on_reply(envelope)
+        elif isinstance(envelope, envelopes.ChatSignal):
+            await self._placement.route(
+                ChatSignalCommand(
+                    envelope.chat_id,
+                    envelope.user_id,
+                    envelope.device_id,
+                    envelope.signal,
+                    envelope.seq,
+                )
+            )
+        elif isinstance(envelope, envelopes.DeviceTaken):
+            self._users.tell(envelope.user_id, DeviceTakenOver(envelope.device_id, envelope.epoch))
