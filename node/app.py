@@ -75,7 +75,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(pubsub_redis.aclose)
 
         runtime = assemble(settings, identity, storage, redis, pubsub_redis)
-        supervisor = Supervisor(on_fatal=app[_ON_FATAL])
+        supervisor = Supervisor(on_fatal=app[_ON_FATAL], max_restarts=settings.restart_budget)
         stack.push_async_callback(supervisor.close)
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)

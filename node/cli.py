@@ -69,16 +69,26 @@ def _run(coro: object) -> int:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if start-up failed."""
+    """Run until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if start-up failed or a part of
+    the node could not be restarted (it then stops itself gracefully, for its supervisor to
+    start a fresh one)."""
+    import signal
+
     from aiohttp import web
 
     from node.app import build_app
     from node.tracing import setup_tracing
 
+    given_up: list[str] = []
+
+    def stop_node(part: str) -> None:
+        given_up.append(part)
+        signal.raise_signal(signal.SIGTERM)  # aiohttp's handler: the same graceful stop
+
     provider = setup_tracing(settings)
     try:
         web.run_app(
-            build_app(settings),
+            build_app(settings, on_fatal=stop_node),
             host=settings.host,
             port=settings.port,
             loop=_new_loop(),
@@ -94,8 +104,8 @@ def serve(settings: Settings) -> int:
     finally:
         if provider is not None:
             provider.shutdown()  # flush the last spans
-    log.info("node.stopped")
-    return 0
+    log.info("node.stopped", extra={"gave_up": given_up} if given_up else None)
+    return 1 if given_up else 0
 
 
 async def migrate(settings: Settings) -> int:

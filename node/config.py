@@ -79,6 +79,9 @@ class Settings(BaseSettings):
 
     # --- operations ---------------------------------------------------------------------------
     db_pool_size: int = Field(16, ge=2, le=500)
+    restart_budget: int = Field(
+        10, ge=0, description="restarts of one part of the node per minute before it is given up"
+    )
     shutdown_timeout: float = Field(10.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

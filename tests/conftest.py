@@ -163,8 +163,8 @@ async def node_factory(
     before its databases are dropped (hence the dependencies)."""
     servers: list[TestServer] = []
 
-    async def start(settings: Settings) -> TestServer:
-        server = TestServer(build_app(settings), host="127.0.0.1")
+    async def start(settings: Settings, **app_options: Any) -> TestServer:
+        server = TestServer(build_app(settings, **app_options), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return server
@@ -187,14 +187,16 @@ async def node_api(
     test, before the nodes stop."""
     made: list[Api] = []
 
-    async def make(**overrides: Any) -> tuple[TestServer, Api]:
+    async def make(
+        *, app_options: dict[str, Any] | None = None, **overrides: Any
+    ) -> tuple[TestServer, Api]:
         settings = make_settings(
             tmp_path / f"node{len(made)}",
             database_url=database_url,
             redis_url=redis_url,
             **overrides,
         )
-        server: TestServer = await node_factory(settings)
+        server: TestServer = await node_factory(settings, **(app_options or {}))
         api = Api(http, str(server.make_url("")))
         made.append(api)
         return server, api

@@ -18,6 +18,7 @@ than that for an answer from here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -95,10 +96,11 @@ class ChatActor(Actor[ChatCommand]):
         except OwnershipUnavailable as exc:
             raise ChatUnavailable(f"directory unavailable: {exc}") from None
         try:
-            epoch = await self._storage.chats.take_ownership(self.chat_id)
-            if epoch is not None:
-                self._epoch = epoch
-                await self._load_members()
+            async with asyncio.timeout(self._committer.timeout):  # sends wait in the mailbox
+                epoch = await self._storage.chats.take_ownership(self.chat_id)
+                if epoch is not None:
+                    self._epoch = epoch
+                    await self._load_members()
         except DATABASE_ERRORS as exc:
             await self._ownership.release(self._claim)
             raise ChatUnavailable(f"database unavailable: {exc!r}") from None

@@ -34,8 +34,7 @@ class Fenced(Exception):
 
 def is_data_error(exc: BaseException) -> bool:
     """PostgreSQL refused the data itself (class 22: e.g. a NUL character in text, a number out
-    of range); retrying the same data can never succeed."""
-    return isinstance(exc, asyncpg.DataError) or (
-        isinstance(exc, asyncpg.PostgresError)
-        and str(getattr(exc, "sqlstate", "")).startswith("22")
-    )
+    of range; or a CHECK constraint): retrying the same data can never succeed."""
+    if isinstance(exc, asyncpg.DataError | asyncpg.CheckViolationError):
+        return True
+    return isinstance(exc, asyncpg.PostgresError) and str(exc.sqlstate or "").startswith("22")

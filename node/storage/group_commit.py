@@ -58,7 +58,7 @@ class CommitPipeline:
         self, store: MessageStore, *, timeout: float, workers: int = 2, max_rows: int = 4096
     ) -> None:
         self._store = store
-        self._timeout = timeout
+        self.timeout = timeout
         self._workers = workers
         self._max_rows = max_rows
         self._queue: deque[_Pending] = deque()
@@ -77,7 +77,7 @@ class CommitPipeline:
         self._queue.append(_Pending(ChatBatch(chat_id, epoch, messages), future))
         self._wakeup.set()
         try:
-            outcome = await asyncio.wait_for(future, self._timeout + _GRACE)
+            outcome = await asyncio.wait_for(future, self.timeout + _GRACE)
         except TimeoutError:
             raise StoreUnavailable("the commit pipeline did not answer in time") from None
         if isinstance(outcome, Exception):
@@ -126,7 +126,7 @@ class CommitPipeline:
     async def _store_isolated(self, batches: list[ChatBatch]) -> dict[int, Outcome]:
         """All batches in one transaction; if that fails, each one alone (see the module doc)."""
         try:
-            return dict(await self._store.post_many(batches, timeout=self._timeout))
+            return dict(await self._store.post_many(batches, timeout=self.timeout))
         except CONNECTION_ERRORS as exc:
             down = StoreUnavailable(f"database unavailable: {exc!r}")
             return {b.chat_id: down for b in batches}

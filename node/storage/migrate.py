@@ -14,7 +14,9 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Inside the package, so that an installed wheel can migrate: `node/migrations` is a link to the
+# repository's `migrations/` (the files live there; the wheel carries copies).
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 _LOCK_KEY = 0x6D65_7373_656E  # "messen": any constant shared by every node
 
 
