@@ -260,8 +260,11 @@ async def _start_embedded(settings: Settings, stack: AsyncExitStack) -> Settings
         redis=settings.redis_url is None,
         start_timeout=settings.embedded_start_timeout,
     )
+    stack.push_async_callback(asyncio.to_thread, servers.stop)  # waits for a start under way
     database_url, redis_url = await asyncio.to_thread(servers.start)
-    stack.push_async_callback(asyncio.to_thread, servers.stop)
+    watch = TaskSet("embedded")  # closed before the servers stop
+    stack.push_async_callback(watch.close)
+    watch.start(servers.watch().run(), name="embedded.watch")
     log.info("embedded.ready", extra={"postgres": database_url, "redis": redis_url})
     return settings.with_overrides(
         database_url=settings.database_url or database_url,
