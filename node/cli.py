@@ -42,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from node.terminal.chat import run_chat
 
     url = args.url or f"http://{settings.host}:{settings.port}"
-    return _run(run_chat(url, args.user, args.password, args.to, args.device))
+    try:
+        return _run(run_chat(url, args.user, args.password, args.to, args.device))
+    except KeyboardInterrupt:  # Ctrl-C quits the chat: no traceback
+        return 130
 
 
 def _configure(settings: Settings) -> None:
