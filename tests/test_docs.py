@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from tests.support import Api
+import pytest
+
+from tests.support import REPO, Api
 
 
 class References(HTMLParser):
@@ -71,3 +73,19 @@ async def test_only_the_listed_assets_are_served(api: Api) -> None:
     for name in ("../config.py", "swagger-ui-bundle.js.map", "..%2Fconfig.py", "LICENSE"):
         r = await api.call("GET", "/docs/" + name)
         assert r.status == 404, (name, r)
+
+
+MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/PROTOCOL.md"])
+def test_the_docs_link_only_to_files_a_clone_has(page: str) -> None:
+    path = REPO / page
+    text = path.read_text()
+    assert "../shared" not in text
+    for target in MARKDOWN_LINK.findall(text):
+        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            continue
+        linked = (path.parent / target.split("#")[0]).resolve()
+        assert linked.is_relative_to(REPO), (page, target)
+        assert linked.exists(), (page, target)
