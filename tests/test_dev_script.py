@@ -1,6 +1,6 @@
-"""`./dev` on a fresh checkout: it makes its venv with the pip that venv brings (no upgrade of pip
-first), says in one line that it installs, keeps pip's output to itself unless the install fails,
-and then shows all of it. Run on a tiny stand-in project so that it takes seconds."""
+"""`./dev` on a fresh checkout: it installs with the pip its new venv brings (pip is upgraded only
+when that pip cannot resolve the install), says in one line that it installs, keeps pip's output
+to itself unless the install fails, and then shows all of it. Run on a tiny stand-in project."""
 
 from __future__ import annotations
 
