@@ -71,9 +71,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     bound: list[socket.socket] = []
     try:
-        for family, kind, proto, _, address in dict.fromkeys(
-            (i[0], i[1], i[2], i[3], i[4]) for i in infos
-        ):
+        for family, kind, proto, _, address in dict.fromkeys(infos):  # unique, in order
             sock = socket.socket(family, kind, proto)
             bound.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

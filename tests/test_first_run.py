@@ -22,6 +22,8 @@ import psutil
 import pytest
 
 from node.logs import resolve_format
+from node.serve import banner
+from tests.conftest import make_settings
 from tests.support import REPO, Api, free_port
 
 pytestmark = pytest.mark.process
@@ -257,3 +259,23 @@ async def test_one_signal_stops_a_cluster_cleanly(
         assert "node.stop_in_progress" not in mine, (node_id, mine)
         assert mine.count("node.stopped") == 1, (node_id, mine)
     assert "exited with code" not in log, log
+
+
+def test_the_banner_names_the_data_and_hides_credentials(tmp_path: Path) -> None:
+    mixed = make_settings(
+        tmp_path, database_url=None, redis_url="redis://user:secret@cache.example:6380/2"
+    )
+    line = banner(mixed, ("::1", 9000), 4321)
+    assert line == (
+        f"node {mixed.node_id} listening on http://[::1]:9000; data in "
+        f"{(tmp_path / 'data').resolve()} (embedded PostgreSQL) and "
+        "redis://cache.example:6380/2; Ctrl-C or kill 4321 stops it"
+    )
+    given = make_settings(
+        tmp_path,
+        database_url="postgresql://app:pw@db.example/messenger?sslmode=require",
+        redis_url="redis://cache.example:6379/0",
+    )
+    assert "data in postgresql://db.example/messenger and redis://cache.example:6379/0;" in (
+        banner(given, ("127.0.0.1", 8080), 1)
+    )
