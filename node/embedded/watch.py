@@ -69,7 +69,7 @@ class EmbeddedWatch:
                         },
                     )
                 return
-            except EmbeddedError as exc:
+            except (EmbeddedError, OSError, subprocess.SubprocessError) as exc:
                 log.error(
                     "embedded.restart_failed",
                     extra={"server": server.kind, "error": str(exc), "retry_in": delay},
