@@ -11,8 +11,9 @@ What is guaranteed:
 * A server that dies while the node runs is started again on the same port by
   :class:`EmbeddedWatch` (``EmbeddedServers.watch()``), one of the node's background loops.
 * The next start recovers. A server left running on the same directory (where there is no
-  parent-death signal, a node killed alone leaves its servers running) is stopped first (SIGINT/SIGTERM, then SIGKILL), a stale ``postmaster.pid`` is removed,
-  PostgreSQL replays its WAL (fsync stays on) and Redis reloads its append-only file.
+  parent-death signal, a node killed alone leaves its servers running) is stopped first
+  (SIGINT/SIGTERM, then SIGKILL), a stale ``postmaster.pid`` is removed, PostgreSQL replays its
+  WAL (fsync stays on) and Redis reloads its append-only file.
 * Layout under the data dir: ``postgres/`` (``data/`` is PGDATA, ``postgres.log``), ``redis/``
   (``appendonly.aof``, ``redis.log``) and ``embedded.lock``. Nothing has to exist beforehand and
   other files in the data dir are left alone.
