@@ -159,6 +159,13 @@ class Settings(BaseSettings):
             return hosts
         return value
 
+    @field_validator("push_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value
+
     @field_validator("vapid_private_key")
     @classmethod
     def _vapid_key_shape(cls, value: str | None) -> str | None:

@@ -26,6 +26,8 @@ _FANOUT = """
 local origin, prefix = ARGV[1], ARGV[2]
 local mbox_max, mbox_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local push_window = tonumber(ARGV[6])
+local push_sub, push_gate = prefix .. 'pushsub:', prefix .. 'pushgate:'
+local push_late = prefix .. 'pushlate:'
 local live_nodes = {}  -- user -> list of other live nodes holding its devices (nil: dormant)
 local function nodes_of(uid)
   local known = live_nodes[uid]
@@ -45,14 +47,21 @@ local function nodes_of(uid)
   return found
 end
 local pushes = {}  -- user, message id, ...: pushes owed now (see node.push.coalescing)
+local subscribed = {}  -- user -> has a push subscription (looked up once per call)
 local function owe_push(uid, mid)
-  if mid == '0' or redis.call('EXISTS', prefix .. 'pushsub:' .. uid) == 0 then return end
-  if redis.call('SET', prefix .. 'pushgate:' .. uid, origin, 'NX', 'PX', push_window) then
-    redis.call('DEL', prefix .. 'pushlate:' .. uid)
+  if mid == '0' then return end
+  local sub = subscribed[uid]
+  if sub == nil then
+    sub = redis.call('EXISTS', push_sub .. uid) == 1
+    subscribed[uid] = sub
+  end
+  if not sub then return end
+  if redis.call('SET', push_gate .. uid, origin, 'NX', 'PX', push_window) then
+    redis.call('DEL', push_late .. uid)
     pushes[#pushes + 1] = uid
     pushes[#pushes + 1] = mid
   else
-    redis.call('SET', prefix .. 'pushlate:' .. uid, mid, 'PX', push_window * 3)
+    redis.call('SET', push_late .. uid, mid, 'PX', push_window * 3)
   end
 end
 local dormant, published = 0, 0
