@@ -26,12 +26,14 @@ from redis.exceptions import RedisError
 from node import errors
 from node.cluster import keys
 from node.push.targets import InvalidSubscription, check_subscription
+from node.storage.errors import DATABASE_ERRORS
 from node.storage.push import PushStore
 
 log = logging.getLogger(__name__)
 
 # subscriptions kept per user: past it, the oldest go
 KEEP_PER_USER = 10
+_FAILURES: tuple[type[BaseException], ...] = (RedisError, *DATABASE_ERRORS)
 
 
 class PushFlags:
@@ -69,8 +71,8 @@ class PushFlags:
                 if not await self._redis.exists(keys.PUSH_FLAGS_MARKER):
                     count = await self.restore()
                     log.info("push.flags_restored", extra={"users": count})
-            except (RedisError, OSError) as exc:
-                log.warning("push.flags_failed", extra={"error": str(exc)})
+            except _FAILURES as exc:
+                log.warning("push.flags_failed", extra={"error": repr(exc)})
             await asyncio.sleep(self._interval)
 
 
