@@ -15,6 +15,7 @@ import json
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,12 @@ def check_vapid(push: Push, public_key: str, audience: str, subject: str) -> dic
     assert push.headers["Content-Encoding"] == "aes128gcm"
     assert int(push.headers["TTL"]) > 0
     return claims
+
+
+async def poll(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]) -> None:
+    """Poll PostgreSQL or Redis until `done(value)`: there is no event to wait on."""
+    async with asyncio.timeout(10):
+        while True:
+            if done(await probe()):
+                return
+            await asyncio.sleep(0.02)

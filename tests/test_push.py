@@ -10,7 +10,6 @@ endpoints on allowed hosts are accepted.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import stat
@@ -29,7 +28,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from node.cluster import keys
 from node.push.vapid import resolve_vapid_key
 from tests.conftest import make_settings
-from tests.push_service import Browser, PushService, b64url, b64url_decode, check_vapid
+from tests.push_service import (
+    Browser,
+    PushService,
+    b64url,
+    b64url_decode,
+    check_vapid,
+    poll,
+)
 from tests.support import NO_SUCH_ID, Account, Api, Response, assert_error
 
 NodeApi = Callable[..., Awaitable[tuple[TestServer, Api]]]
@@ -69,15 +75,6 @@ async def public_key(api: Api, who: Account) -> str:
     r = await api.call("GET", "/api/v1/push/vapid-public-key", who.token)
     assert r.status == 200, r
     return str(r.body["public_key"])
-
-
-async def poll(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]) -> None:
-    """Poll PostgreSQL or Redis until `done(value)`: there is no event to wait on."""
-    async with asyncio.timeout(10):
-        while True:
-            if done(await probe()):
-                return
-            await asyncio.sleep(0.02)
 
 
 def new_vapid_key() -> tuple[str, str]:

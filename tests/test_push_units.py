@@ -3,6 +3,8 @@ real Redis, and the pure rules (allowed hosts, payload size, window bookkeeping,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -16,9 +18,11 @@ from node.cluster.fanout import Fanout, FanoutGroup, PushHint
 from node.config import PUBLIC_PUSH_SERVICES
 from node.push.coalescing import LateMessages, Windows
 from node.push.payload import MAX_PAYLOAD, push_payload
+from node.push.subscriptions import PushFlags
 from node.push.targets import InvalidSubscription, check_subscription, host_allowed
-from node.storage.push import PushedMessage
-from tests.push_service import Browser
+from node.storage import Storage
+from node.storage.push import PushedMessage, PushStore
+from tests.push_service import Browser, poll
 from tests.support import REPO
 
 ME = "node-a:1"
@@ -188,3 +192,32 @@ def test_allowed_hosts_come_from_one_comma_separated_variable() -> None:
         [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True
     )
     assert out.stdout.strip() == "('push.example.com', '*.push.example.org', 'localhost:8443')"
+
+
+async def test_flags_come_back_after_redis_forgot_them(
+    storage: Storage, redis: aioredis.Redis
+) -> None:
+    store = PushStore(storage.pool)
+    users = [(await storage.users.create(f"user{i}", "x")).id for i in range(3)]
+    for user in users[:2]:
+        endpoint = f"https://fcm.googleapis.com/fcm/send/{user}"
+        await store.add(user, endpoint, "p256dh", "auth", keep=10)
+    flags = PushFlags(redis, store, interval=0.05)
+    keeper = asyncio.create_task(flags.run())
+    try:
+        await poll(lambda: redis.exists(keys.PUSH_FLAGS_MARKER), bool)
+        subscribed = [await redis.exists(keys.push_subscribed(u)) for u in users]
+        assert subscribed == [1, 1, 0]
+        await redis.flushdb()  # Redis restarted empty
+        await poll(lambda: redis.exists(keys.push_subscribed(users[0])), bool)
+        assert await redis.exists(keys.push_subscribed(users[1]), keys.PUSH_FLAGS_MARKER) == 2
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+    # the last subscription removed: the flag goes
+    assert await store.remove(users[0], 9_000_000_000) is False
+    (sub,) = await store.for_user(users[0])
+    assert await store.remove(users[0], sub.id) is True
+    await flags.refresh(users[0])
+    assert not await redis.exists(keys.push_subscribed(users[0]))
