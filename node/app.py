@@ -25,6 +25,7 @@ from node.config import Settings, resolve_jwt_secret
 from node.http import keys
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
+from node.push.vapid import resolve_vapid_key
 from node.services.auth import AuthService
 from node.services.chats import ChatService
 from node.services.health import HealthService
@@ -76,7 +77,8 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         )
         stack.push_async_callback(pubsub_redis.aclose)
 
-        runtime = assemble(settings, identity, storage, redis, pubsub_redis)
+        vapid = resolve_vapid_key(settings)
+        runtime = assemble(settings, identity, storage, redis, pubsub_redis, vapid)
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)
         stack.push_async_callback(runtime.directory.release_all)
@@ -101,6 +103,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.MESSAGES] = MessageService(
             storage, runtime.placement, limiter, reply_timeout=settings.send_timeout
         )
+        app[keys.PUSH] = runtime.push.subscriptions
         app[keys.HEALTH] = HealthService(storage, redis, settings.node_id, supervisor.failing)
         log.info(
             "node.started",

@@ -9,6 +9,7 @@ afterwards. Read top to bottom, this is the architecture:
     directory (leases) ─ chat actors ─ placement (local or remote) ─ forwarder (remote requests)
     dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
     device sync ─ device hub (the WebSocket edge)
+    push (subscriptions, the notifier the fan-out hands owed pushes to)
 
 `NodeRuntime.loops()` lists the long-lived loops the supervisor runs.
 """
@@ -42,10 +43,13 @@ from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
 from node.http.ws.session import SessionDeps
+from node.push.parts import Push, build_push
+from node.push.vapid import VapidKey
 from node.services.device_sync import DeviceSync
 from node.storage import Storage
 from node.storage.cursor_writer import CursorWriter
 from node.storage.group_commit import CommitPipeline
+from node.storage.push import PushStore
 
 
 @dataclass(slots=True)
@@ -68,6 +72,7 @@ class NodeRuntime:
     subscriber: InboxSubscriber
     membership: Membership
     hub: DeviceHub
+    push: Push
 
     def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The node's long-lived loops, by part name (as `/healthz` names them)."""
@@ -80,6 +85,7 @@ class NodeRuntime:
             ("outbound", self.outbound.run),
             ("rerouting", self.placement.run),
             ("replies", self.forwarder.run),
+            *self.push.loops(),
         ]
 
 
@@ -89,6 +95,7 @@ def assemble(
     storage: Storage,
     redis: aioredis.Redis,
     pubsub_redis: aioredis.Redis,
+    vapid: VapidKey,
 ) -> NodeRuntime:
     committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
@@ -97,8 +104,10 @@ def assemble(
         identity.incarnation,
         mailbox_max=settings.mailbox_max,
         mailbox_ttl=settings.mailbox_ttl,
+        push_window=settings.push_coalesce,
     )
-    outbound = Outbound(fanout)
+    push = build_push(settings, identity.incarnation, PushStore(storage.pool), redis, vapid)
+    outbound = Outbound(fanout, push=push.notifier)
     presence = Presence(redis, identity.incarnation)
     publisher = Publisher(redis)
 
@@ -178,4 +187,5 @@ def assemble(
         subscriber=subscriber,
         membership=membership,
         hub=DeviceHub(session_deps, local_users, user_actor),
+        push=push,
     )
