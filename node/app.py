@@ -25,6 +25,7 @@ from node.config import Settings, resolve_jwt_secret
 from node.http import keys
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
+from node.media.blobs.configured import open_blob_stores
 from node.services.auth import AuthService
 from node.services.chats import ChatService
 from node.services.health import HealthService
@@ -74,7 +75,8 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         )
         stack.push_async_callback(pubsub_redis.aclose)
 
-        runtime = assemble(settings, identity, storage, redis, pubsub_redis)
+        blobs = await stack.enter_async_context(open_blob_stores(settings, pool))
+        runtime = assemble(settings, identity, storage, redis, pubsub_redis, blobs)
         supervisor = Supervisor(on_fatal=app[_ON_FATAL])
         stack.push_async_callback(supervisor.close)
         await runtime.membership.beat()
@@ -98,8 +100,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
+        app[keys.MEDIA] = runtime.media
         app[keys.MESSAGES] = MessageService(
-            storage, runtime.placement, limiter, reply_timeout=settings.send_timeout
+            storage, runtime.placement, limiter, runtime.media, reply_timeout=settings.send_timeout
         )
         app[keys.HEALTH] = HealthService(storage, redis, settings.node_id, supervisor.failing)
         log.info(

@@ -9,6 +9,7 @@ afterwards. Read top to bottom, this is the architecture:
     directory (leases) ─ chat actors ─ placement (local or remote) ─ forwarder (remote requests)
     dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
     device sync ─ device hub (the WebSocket edge)
+    media: catalog, blob stores, image workers ─ media service;  cleanup of unattached uploads
 
 `NodeRuntime.loops()` lists the long-lived loops the supervisor runs.
 """
@@ -42,6 +43,11 @@ from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
 from node.http.ws.session import SessionDeps
+from node.media.blobs import BlobStores
+from node.media.catalog import MediaCatalog
+from node.media.cleanup import MediaCleanup
+from node.media.images import ImageProcessor
+from node.media.service import MediaService
 from node.services.device_sync import DeviceSync
 from node.storage import Storage
 from node.storage.cursor_writer import CursorWriter
@@ -68,6 +74,8 @@ class NodeRuntime:
     subscriber: InboxSubscriber
     membership: Membership
     hub: DeviceHub
+    media: MediaService
+    media_cleanup: MediaCleanup
 
     def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The node's long-lived loops, by part name (as `/healthz` names them)."""
@@ -80,6 +88,7 @@ class NodeRuntime:
             ("outbound", self.outbound.run),
             ("rerouting", self.placement.run),
             ("replies", self.forwarder.run),
+            ("media-cleanup", self.media_cleanup.run),
         ]
 
 
@@ -89,6 +98,7 @@ def assemble(
     storage: Storage,
     redis: aioredis.Redis,
     pubsub_redis: aioredis.Redis,
+    blobs: BlobStores,
 ) -> NodeRuntime:
     committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
@@ -161,6 +171,15 @@ def assemble(
         backlog_limit=settings.backlog_limit,
         outbox_limit=settings.outbox_limit,
     )
+    catalog = MediaCatalog(storage.pool)
+    media = MediaService(
+        catalog,
+        blobs,
+        ImageProcessor(max_pixels=settings.media_max_pixels, workers=settings.media_image_workers),
+        max_bytes=settings.media_max_bytes,
+        read_timeout=settings.media_read_timeout,
+        upload_timeout=settings.media_upload_timeout,
+    )
     return NodeRuntime(
         settings=settings,
         identity=identity,
@@ -178,4 +197,6 @@ def assemble(
         subscriber=subscriber,
         membership=membership,
         hub=DeviceHub(session_deps, local_users, user_actor),
+        media=media,
+        media_cleanup=MediaCleanup(catalog, blobs, age=settings.media_cleanup_age),
     )

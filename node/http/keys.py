@@ -6,6 +6,7 @@ from aiohttp import web
 
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
+from node.media.service import MediaService
 from node.services.auth import AuthService
 from node.services.chats import ChatService
 from node.services.health import HealthService
@@ -19,3 +20,4 @@ CHATS = web.AppKey("chats", ChatService)
 MESSAGES = web.AppKey("messages", MessageService)
 HEALTH = web.AppKey("health", HealthService)
 DEVICES = web.AppKey("devices", DeviceHub)
+MEDIA = web.AppKey("media", MediaService)

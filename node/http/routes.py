@@ -11,7 +11,7 @@ from aiohttp import web
 
 from node import metrics
 from node.frames import dumps
-from node.http import auth, chats, health, messages, users
+from node.http import auth, chats, health, media, messages, users
 from node.http.endpoints import Endpoint, register
 from node.http.openapi import DOCS_HTML, WS_PATH, build_openapi
 from node.http.ws.handler import websocket_handler
@@ -22,6 +22,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *users.routes,
     *chats.routes,
     *messages.routes,
+    *media.routes,
 )
 
 OPENAPI_PATH = "/api/v1/openapi.json"
