@@ -42,6 +42,7 @@ ALTER TABLE media_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 -- Who may fetch a media: its uploader, and members of a chat where a stored message carries it
 -- (messages.attachments holds the Media objects, `[{"id": ...}, ...]`). A containment query
 -- `attachments @> '[{"id": "..."}]'` uses this index; only messages with attachments are in it,
--- so text messages cost nothing more to store.
+-- so text messages cost nothing more to store. fastupdate is off: a pending list would be scanned
+-- whole by every lookup (milliseconds each, measured), where a direct lookup takes microseconds.
 CREATE INDEX messages_attachments ON messages USING gin (attachments jsonb_path_ops)
-    WHERE attachments <> '[]'::jsonb;
+    WITH (fastupdate = off) WHERE attachments <> '[]'::jsonb;
