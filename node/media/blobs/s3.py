@@ -2,15 +2,20 @@
 signing and retries on aiohttp).
 
 Objects are `<prefix><media id>/<variant>`. A file up to `PART_SIZE` is one PUT; a larger one is
-a multipart upload of `PART_SIZE` parts (aborted if anything fails), so at most one part is in
-memory. Reading asks for `WINDOW` bytes at a time with ranged GETs, each read to its end at
-once: an HTTP connection to the store is never left waiting on a slow downloader (which would
-starve the client's connection pool, and stores drop stalled reads).
+a multipart upload of `PART_SIZE` parts (aborted if anything fails). Each body is a window onto
+the local file (`FileSlice`) that botocore reads as it sends, so not even a part is held in
+memory (a local temp file's pages are in the page cache: these small reads do not block).
+
+Reading asks for `WINDOW` bytes at a time with ranged GETs, each read to its end at once: an HTTP
+connection to the store is never left waiting on a slow downloader (which would starve the
+client's connection pool, and stores drop stalled reads).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -76,20 +81,19 @@ class S3Blobs:
     async def put(self, media_id: str, variant: Variant, source: BinaryIO, size: int) -> None:
         key = self.key(media_id, variant)
         if size <= PART_SIZE:
-            body = await read_file(source, size)
+            body = await _body(source, 0, size)
             await self._client.put_object(Bucket=self._bucket, Key=key, Body=body)
             return
         upload = await self._client.create_multipart_upload(Bucket=self._bucket, Key=key)
         upload_id = upload["UploadId"]
         try:
             parts = []
-            number = 1
-            while part := await read_file(source, PART_SIZE):
+            for number, start in enumerate(range(0, size, PART_SIZE), start=1):
+                part = await _body(source, start, min(PART_SIZE, size - start))
                 answer = await self._client.upload_part(
                     Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=part
                 )
                 parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-                number += 1
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=key,
@@ -132,3 +136,52 @@ class S3Blobs:
                 Bucket=self._bucket,
                 Delete={"Objects": keys[i : i + _DELETE_BATCH], "Quiet": True},
             )
+
+
+async def _body(source: BinaryIO, start: int, length: int) -> FileSlice | bytes:
+    """A request body for bytes `start`..`start + length` of `source`: a window onto a real
+    file, or the bytes themselves for an in-memory one (a preview)."""
+    try:
+        source.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        source.seek(start)
+        return await read_file(source, length)
+    return FileSlice(source, start, length)
+
+
+class FileSlice(io.RawIOBase):
+    """Bytes `start`..`start + length` of a file as a seekable file of its own. Reads use
+    `os.pread`, so slices of one file never disturb each other's position."""
+
+    def __init__(self, file: BinaryIO, start: int, length: int) -> None:
+        super().__init__()
+        self._fd = file.fileno()
+        self._start = start
+        self._length = length
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self._length - self._pos)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self._fd, wanted, self._start + self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
