@@ -10,8 +10,10 @@ import io
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image
@@ -33,7 +35,7 @@ from tests.media_support import (
     upload,
     uploaded,
 )
-from tests.support import Account, Api, assert_error
+from tests.support import Account, Api, NodeProcess, assert_error, free_port
 
 
 @pytest.fixture
@@ -389,6 +391,13 @@ async def test_upload_on_one_node_download_on_another(node_api: Callable[..., An
     assert got.status == 200 and got.body == data
     part = await download(api_b, bob, media["id"], headers={"Range": "bytes=1000000-"})
     assert part.status == 206 and part.body == data[1_000_000:]
+    # bob's answer, sent on B to the chat whose actor runs on A: the attachment travels inside
+    # the forwarded send
+    reply = await uploaded(api_b, bob, png(), "image/png")
+    r = await send_with(api_b, bob, chat, [reply["id"]], "from B")
+    assert r.status == 201 and r.body["attachments"] == [reply], r
+    assert (await api_a.history(alice, chat))[-1]["attachments"] == [reply]
+    assert (await download(api_a, alice, reply["id"], preview=True)).status == 200
 
 
 # --- cleanup -----------------------------------------------------------------------------------
@@ -413,3 +422,54 @@ async def test_unattached_uploads_are_cleaned_up(
     attached = "SELECT attached FROM media WHERE id = $1"
     assert await storage.pool.fetchval(attached, kept["id"]) is True
     assert await runtime.media_cleanup.sweep(age=0) == 0
+
+
+# --- a served node (aiohttp as `serve` runs it: handlers are not cancelled on disconnect) --------
+
+
+@pytest.mark.process
+async def test_clients_that_go_away_mid_stream_leave_no_error(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    node = NodeProcess(
+        {
+            "MESSENGER_HOST": "127.0.0.1",
+            "MESSENGER_PORT": str(free_port()),
+            "MESSENGER_DATA_DIR": str(tmp_path / "data"),
+            "MESSENGER_DATABASE_URL": database_url,
+            "MESSENGER_REDIS_URL": redis_url,
+            "MESSENGER_JWT_SECRET": "media-process-secret-0123456789",
+            "MESSENGER_BCRYPT_ROUNDS": "4",
+            "MESSENGER_LOG_FORMAT": "text",
+        },
+        tmp_path / "node.log",
+    ).start()
+    try:
+        await node.wait_healthy()
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, node.url)
+            alice = await api.account()
+            media = await uploaded(api, alice, random_bytes(3_000_000))
+            # a download abandoned after its first bytes
+            headers = {"Authorization": f"Bearer {alice.token}"}
+            async with http.get(f"{node.url}/api/v1/media/{media['id']}", headers=headers) as r:
+                assert r.status == 200
+                await r.content.readexactly(65536)
+            # an upload abandoned half way
+            _reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            writer.write(
+                b"POST /api/v1/media HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                + f"Authorization: Bearer {alice.token}\r\n\r\n".encode()
+                + b"x" * 5000
+            )
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            # the node serves on, and the next upload and download work
+            again = await uploaded(api, alice, random_bytes(1000))
+            assert (await download(api, alice, again["id"])).status == 200
+        assert await node.terminate() == 0
+        log = node.log_text()
+        assert "Traceback" not in log and "http.unhandled" not in log, node.log_tail()
+    finally:
+        node.cleanup()

@@ -112,6 +112,8 @@ async def upload_media(request: web.Request, me: int) -> web.Response:
         )
     except (errors.TooLarge, errors.UploadTimeout) as exc:
         return _cut(exc)
+    except ConnectionError:  # the client went away mid-body: nobody to tell, nothing to log
+        raise errors.BadRequest("the upload was interrupted", code="upload_interrupted") from None
     return reply(schemas.media_out(record.attachment()), status=201)
 
 
@@ -172,7 +174,7 @@ async def _send(
         async with contextlib.aclosing(media.read(blob, part.start, part.end)) as chunks:
             async for chunk in chunks:
                 await response.write(chunk)
-    except ConnectionResetError:  # the client went away: nothing to answer
+    except ConnectionError:  # the client went away: nothing to answer
         return response
     except Exception:
         # the status line is sent: all that is left is to cut the body short, which the client
