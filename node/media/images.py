@@ -84,7 +84,14 @@ def clean_image(source: BinaryIO, content_type: str, *, max_pixels: int) -> Clea
                 out.close()
                 return None
             width, height, preview = _clean(im, fmt, frames, out)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,  # where warnings are errors
+    ) as exc:
         log.info("media.image_unreadable", extra={"format": fmt, "error": type(exc).__name__})
         out.close()
         return None
