@@ -25,6 +25,7 @@ from node.config import Settings, resolve_jwt_secret
 from node.http import keys
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
+from node.media.blobs.configured import open_blob_stores
 from node.push.vapid import resolve_vapid_key
 from node.services.auth import AuthService
 from node.services.chats import ChatService
@@ -78,7 +79,8 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(pubsub_redis.aclose)
 
         vapid = resolve_vapid_key(settings)
-        runtime = assemble(settings, identity, storage, redis, pubsub_redis, vapid)
+        blobs = await stack.enter_async_context(open_blob_stores(settings, pool))
+        runtime = assemble(settings, identity, storage, redis, pubsub_redis, vapid, blobs)
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)
         stack.push_async_callback(runtime.directory.release_all)
@@ -100,8 +102,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
+        app[keys.MEDIA] = runtime.media
         app[keys.MESSAGES] = MessageService(
-            storage, runtime.placement, limiter, reply_timeout=settings.send_timeout
+            storage, runtime.placement, limiter, runtime.media, reply_timeout=settings.send_timeout
         )
         app[keys.PUSH] = runtime.push.subscriptions
         app[keys.HEALTH] = HealthService(storage, redis, settings.node_id, supervisor.failing)

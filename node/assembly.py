@@ -10,6 +10,7 @@ afterwards. Read top to bottom, this is the architecture:
     dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
     device sync ─ device hub (the WebSocket edge)
     push (subscriptions, the notifier the fan-out hands owed pushes to)
+    media: catalog, blob stores, image workers ─ media service;  cleanup of unattached uploads
 
 `NodeRuntime.loops()` lists the long-lived loops the supervisor runs.
 """
@@ -43,6 +44,11 @@ from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
 from node.http.ws.session import SessionDeps
+from node.media.blobs import BlobStores
+from node.media.catalog import MediaCatalog
+from node.media.cleanup import MediaCleanup
+from node.media.images import ImageProcessor
+from node.media.service import MediaService
 from node.push.parts import Push, build_push
 from node.push.vapid import VapidKey
 from node.services.device_sync import DeviceSync
@@ -73,6 +79,8 @@ class NodeRuntime:
     membership: Membership
     hub: DeviceHub
     push: Push
+    media: MediaService
+    media_cleanup: MediaCleanup
 
     def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The node's long-lived loops, by part name (as `/healthz` names them)."""
@@ -86,6 +94,7 @@ class NodeRuntime:
             ("rerouting", self.placement.run),
             ("replies", self.forwarder.run),
             *self.push.loops(),
+            ("media-cleanup", self.media_cleanup.run),
         ]
 
 
@@ -96,6 +105,7 @@ def assemble(
     redis: aioredis.Redis,
     pubsub_redis: aioredis.Redis,
     vapid: VapidKey,
+    blobs: BlobStores,
 ) -> NodeRuntime:
     committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
@@ -170,6 +180,15 @@ def assemble(
         backlog_limit=settings.backlog_limit,
         outbox_limit=settings.outbox_limit,
     )
+    catalog = MediaCatalog(storage.pool)
+    media = MediaService(
+        catalog,
+        blobs,
+        ImageProcessor(max_pixels=settings.media_max_pixels, workers=settings.media_image_workers),
+        max_bytes=settings.media_max_bytes,
+        read_timeout=settings.media_read_timeout,
+        upload_timeout=settings.media_upload_timeout,
+    )
     return NodeRuntime(
         settings=settings,
         identity=identity,
@@ -188,4 +207,6 @@ def assemble(
         membership=membership,
         hub=DeviceHub(session_deps, local_users, user_actor),
         push=push,
+        media=media,
+        media_cleanup=MediaCleanup(catalog, blobs, age=settings.media_cleanup_age),
     )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MESSENGER_"
@@ -76,6 +76,31 @@ class Settings(BaseSettings):
     rate_burst: int = Field(1000, ge=1, description="messages a user may send in a burst")
     rate_per_second: float = Field(200.0, gt=0, description="sustained messages per user per s")
     ws_heartbeat: float = Field(30.0, gt=0, description="WebSocket ping interval, seconds")
+
+    # --- media -------------------------------------------------------------------------------
+    media_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest upload, bytes")
+    media_store: Literal["postgres", "s3"] = Field(
+        "postgres", description="where media bytes live (metadata is always in PostgreSQL)"
+    )
+    media_s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL")
+    media_s3_bucket: str | None = Field(None, validate_default=True)
+    media_s3_region: str = "us-east-1"
+    media_s3_prefix: str = Field("media/", description="key prefix of media objects")
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: str | None = None
+    media_read_timeout: float = Field(
+        30.0, gt=0, description="an upload that sends nothing for this long is cut, seconds"
+    )
+    media_upload_timeout: float = Field(
+        600.0, gt=0, description="an upload that takes longer than this is cut, seconds"
+    )
+    media_cleanup_age: float = Field(
+        24 * 3600.0, ge=1, description="uploads never attached are deleted after this, seconds"
+    )
+    media_max_pixels: int = Field(
+        40_000_000, ge=1, description="images above this are not decoded (decompression bombs)"
+    )
+    media_image_workers: int = Field(2, ge=1, le=64, description="images processed at once")
 
     # --- actors and cluster -------------------------------------------------------------------
     chat_mailbox_size: int = Field(10_000, ge=16)
@@ -194,6 +219,20 @@ class Settings(BaseSettings):
     def _node_id_shape(cls, value: str) -> str:
         if not value or len(value) > 64 or any(c.isspace() or c in ":{}" for c in value):
             raise ValueError("must be 1-64 characters without spaces, ':' or braces")
+        return value
+
+    @field_validator("media_s3_endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("media_s3_bucket")
+    @classmethod
+    def _s3_needs_a_bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.data.get("media_store") == "s3":
+            raise ValueError("is required when MESSENGER_MEDIA_STORE=s3")
         return value
 
     @property

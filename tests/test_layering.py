@@ -4,7 +4,8 @@ confuses anyone.
 
 Layers, inner to outer: records and vocabulary (`domain`, `errors`, `ids`, `frames`) ->
 `storage` -> `actors` -> `cluster` -> `push` / `services` -> `http` (REST and the WebSocket edge)
--> `assembly` / `app` / `cli`.
+-> `assembly` / `app` / `cli`. `media` is a feature beside them: it uses the vocabulary and the
+settings, and `services` and `http` use it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ FORBIDDEN = {
         "node.app",
     ),
     "node.services": ("node.http", "node.app", "node.assembly"),
+    "node.media": (
+        "node.actors",
+        "node.cluster",
+        "node.services",
+        "node.http",
+        "node.app",
+        "node.assembly",
+    ),
     "node.domain": ("node.storage", "node.actors", "node.cluster", "node.services", "node.http"),
     "node.errors": ("node.storage", "node.actors", "node.cluster", "node.services", "node.http"),
     "node.ids": ("node.storage", "node.actors", "node.cluster", "node.services", "node.http"),

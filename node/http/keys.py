@@ -6,6 +6,7 @@ from aiohttp import web
 
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
+from node.media.service import MediaService
 from node.push.subscriptions import PushSubscriptions
 from node.services.auth import AuthService
 from node.services.chats import ChatService
@@ -21,3 +22,4 @@ MESSAGES = web.AppKey("messages", MessageService)
 HEALTH = web.AppKey("health", HealthService)
 DEVICES = web.AppKey("devices", DeviceHub)
 PUSH = web.AppKey("push", PushSubscriptions)
+MEDIA = web.AppKey("media", MediaService)

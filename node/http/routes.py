@@ -11,7 +11,7 @@ from aiohttp import web
 
 from node import metrics
 from node.frames import dumps
-from node.http import auth, chats, docs, health, messages, push, users
+from node.http import auth, chats, docs, health, media, messages, push, users
 from node.http.endpoints import Endpoint, register
 from node.http.openapi import WS_PATH, build_openapi
 from node.http.ws.handler import websocket_handler
@@ -23,6 +23,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *chats.routes,
     *messages.routes,
     *push.routes,
+    *media.routes,
 )
 
 OPENAPI_PATH = "/api/v1/openapi.json"
