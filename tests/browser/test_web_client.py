@@ -67,18 +67,30 @@ async def test_two_people_chat_see_typing_and_read_marks_and_keep_history_on_rel
     await expect(bob.page.locator(".seen-label")).to_have_text("Seen")
 
     # both reload: signed in still, back in the open chat, history from the node, in order,
-    # nothing twice
+    # nothing twice; the browser keeps its device id
+    await expect(bob.page.locator("#me-status")).to_have_text("Online")
+    device = await bob.page.evaluate("() => messenger.socket.deviceId")
     for who, other in ((alice, bob), (bob, alice)):
         await who.page.reload()
         await who.expect_signed_in()
         await expect(who.page.locator("#chat-title")).to_have_text(other.username)
+    await expect(bob.page.locator("#me-status")).to_have_text("Online")
     for who in (alice, bob):
         await expect(who.messages()).to_have_count(2)
         await expect(who.messages().nth(0)).to_contain_text("lunch today?")
         await expect(who.messages().nth(1)).to_contain_text("12:30 at the usual place")
-    # and the conversation goes on after the reload
+    assert await bob.page.evaluate("() => messenger.socket.deviceId") == device
+    # and the conversation goes on after the reload, also in a second tab of Bob's browser
+    # (a device id of its own, so the two tabs do not push each other off the node)
+    first_tab = bob.page
+    second_tab = await bob.open()
+    await expect(second_tab.locator("#me-status")).to_have_text("Online")
+    assert await second_tab.evaluate("() => messenger.socket.deviceId") != device
     await alice.send("Perfect")
-    await expect(bob.message("Perfect")).to_have_count(1)
+    in_first_tab = first_tab.locator("#message-list .msg").filter(has_text="Perfect")
+    await expect(in_first_tab).to_have_count(1)
+    await expect(second_tab.locator("#chat-list a").first).to_contain_text("Perfect")
+    await expect(first_tab.locator("#me-status")).to_have_text("Online")
 
 
 async def test_people_on_two_nodes_of_a_cluster_chat_and_see_presence(
@@ -150,6 +162,33 @@ async def test_offline_and_back_gets_what_was_missed_exactly_once(
     await expect(page).to_have_title("Messenger")  # nothing unread is left
 
 
+async def test_a_backlog_cut_short_by_a_gap_is_read_over_rest(
+    node_api: Callable[..., Any], person: Callable[..., Any]
+) -> None:
+    server, _ = await node_api(backlog_limit=2)
+    alice, bob = await two_people(person, base(server))
+    await alice.send("first")
+    await bob.open_chat(alice.username)
+    await expect(bob.message("first")).to_have_count(1)
+    await bob.page.close()
+    texts = [f"while away {i}" for i in range(1, 6)]
+    for text in texts:
+        await alice.send(text)
+        await expect(alice.message(text).get_by_role("img", name="Sent")).to_be_visible()
+    # the node sends only the newest 2 (seqs 5 and 6) and a `gap` before them (after 1, or 0 if
+    # Bob's ack of "first" was not yet durable when he left): the client reads it over REST
+    page = await bob.context.new_page()
+    bob.page = page
+    gap_range = re.compile(r"/messages\?after_seq=[01]&limit=\d+&before_seq=5$")
+    async with page.expect_request(lambda r: bool(gap_range.search(r.url))) as request:
+        await page.goto(base(server) + "/")
+    assert (await (await request.value).response()).status == 200  # type: ignore[union-attr]
+    await bob.open_chat(alice.username)
+    await expect(bob.messages()).to_have_count(6)
+    for i, text in enumerate(["first", *texts]):
+        await expect(bob.messages().nth(i)).to_contain_text(text)
+
+
 async def test_group_chat_and_scroll_back_through_history(
     node: TestServer, api: Api, person: Callable[..., Any]
 ) -> None:
@@ -173,8 +212,12 @@ async def test_group_chat_and_scroll_back_through_history(
     # load while scrolling up
     chats = await api.call("GET", "/api/v1/chats", bob.token)
     chat_id = chats.body["items"][0]["id"]
-    for i in range(1, 121):
-        assert (await api.send(bob, chat_id, f"line {i:03}")).status == 201
+    ws = await api.ws(bob)
+    for i in range(1, 121):  # one burst, in order
+        await ws.ws.send_json(
+            {"type": "send", "chat_id": chat_id, "client_msg_id": f"l{i}", "text": f"line {i:03}"}
+        )
+    await ws.next("sent", where=lambda f: f["client_msg_id"] == "l120")
     await expect(alice.message("line 120")).to_have_count(1)
     await expect(alice.chat_link("Book club")).to_contain_text(f"{bob.username}: line 120")
     await page.reload()
@@ -193,6 +236,18 @@ async def test_group_chat_and_scroll_back_through_history(
     await expect(alice.messages()).to_have_count(120)
     await expect(alice.messages().first).to_contain_text("line 001")
     await expect(alice.messages().first.locator(".sender")).to_have_text(bob.username)
+
+    # the keyboard alone: from the search box down the list into a chat, type and send
+    await page.get_by_label("Search chats").focus()
+    await page.keyboard.press("ArrowDown")
+    await expect(alice.chat_link("Book club")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(alice.composer).to_be_focused()
+    await page.keyboard.type("typed without a mouse")
+    await page.keyboard.press("Enter")
+    await expect(
+        alice.message("typed without a mouse").get_by_role("img", name="Sent")
+    ).to_be_visible()
 
 
 async def test_a_refused_access_token_is_refreshed_quietly(
@@ -316,12 +371,18 @@ async def test_the_service_worker_controls_the_site_and_shows_a_push(
             "data": payload,
         },
     )
-    shown = (
-        "async () => (await (await navigator.serviceWorker.ready).getNotifications())"
-        ".map((n) => [n.title, n.body, n.data.url])"
-    )
-    await alice.page.wait_for_function(f"async () => ({shown})().then((l) => l.length > 0)")
-    assert await alice.page.evaluate(shown) == [["bob in Book club", "see you", "/#/chat/42"]]
+    # the worker shows it asynchronously, and there is no event for that: look until it is there
+    shown_when_there = """async () => {
+      const registration = await navigator.serviceWorker.ready;
+      for (;;) {
+        const shown = await registration.getNotifications();
+        if (shown.length) return shown.map((n) => [n.title, n.body, n.data.url]);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }"""
+    assert await alice.page.evaluate(shown_when_there) == [
+        ["bob in Book club", "see you", "/#/chat/42"]
+    ]
 
 
 async def test_the_store_drops_repeats_and_counts_unread_once(

@@ -96,6 +96,13 @@ class App {
         $('chat-list').querySelector('a')?.focus();
       }
     });
+    $('chat-list').addEventListener('click', (e) => {
+      const link = e.target.closest('a[data-chat]');
+      if (link && link.dataset.chat === this.activeId) {
+        e.preventDefault(); // already open (no hashchange will come): just go to it
+        this.openChat(this.activeId);
+      }
+    });
     $('chat-list').addEventListener('keydown', (e) => {
       const links = [...$('chat-list').querySelectorAll('a')];
       const i = links.indexOf(document.activeElement);

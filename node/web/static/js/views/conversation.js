@@ -302,11 +302,11 @@ export class Conversation {
   }
 
   _attachments(list) {
-    const box = h('div', { class: `attachments${list.length > 1 ? ' grid' : ''}` });
-    for (const media of list) {
-      if (isImage(media)) box.append(this._image(media));
-      else box.append(this._file(media));
-    }
+    const images = list.filter(isImage);
+    const files = list.filter((m) => !isImage(m));
+    const box = h('div', { class: 'attachments' });
+    if (images.length) box.append(h('div', { class: `images${images.length > 1 ? ' grid' : ''}` }, images.map((m) => this._image(m))));
+    for (const media of files) box.append(this._file(media));
     return box;
   }
 
@@ -490,14 +490,18 @@ export class Conversation {
       : u.media
         ? h('span', { class: 'tray-done', text: fileSize(u.file.size) })
         : h('progress', { max: 1, value: u.progress, 'aria-label': `Uploading ${u.file.name}` });
+    if (u.file.type.startsWith('image/') && !u.thumb) u.thumb = URL.createObjectURL(u.file);
     return h('li', { class: `tray-item${u.error ? ' error' : ''}` },
-      icon(u.file.type.startsWith('image/') ? 'clip' : 'file', 'tray-icon'),
+      u.thumb ? h('img', { class: 'tray-thumb', src: u.thumb, alt: '' }) : icon('file', 'tray-icon'),
       h('span', { class: 'tray-text' }, h('span', { class: 'tray-name', text: u.file.name }), status),
       remove);
   }
 
   _clearUploads() {
-    for (const u of this.uploads) if (!u.media) u.abort.abort();
+    for (const u of this.uploads) {
+      if (!u.media) u.abort.abort();
+      if (u.thumb) URL.revokeObjectURL(u.thumb);
+    }
     this.uploads = [];
     this._renderTray();
   }
@@ -515,6 +519,7 @@ export class Conversation {
     this.app.send(this.chat.id, text, media);
     this.input.value = '';
     this.drafts.delete(this.chat.id);
+    for (const u of this.uploads) if (u.thumb) URL.revokeObjectURL(u.thumb);
     this.uploads = [];
     this._renderTray();
     this._autosize();
