@@ -5,10 +5,12 @@ two-node cluster."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import struct
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,11 +252,28 @@ async def test_group_chat_and_scroll_back_through_history(
     ).to_be_visible()
 
 
-async def test_a_refused_access_token_is_refreshed_quietly(
-    node: TestServer, person: Callable[..., Any]
+async def test_access_tokens_are_refreshed_quietly_before_expiry_and_after_a_401(
+    node_api: Callable[..., Any], person: Callable[..., Any]
 ) -> None:
-    alice = await person(base(node))
+    server, _ = await node_api(access_token_ttl=10)  # the shortest lifetime settings allow
+    alice = await person(base(server))
     await alice.sign_up()
+    first = await alice.storage("mn.tokens")
+    # shortly before the 10 s are up the client swaps its tokens, unasked (awaited in the page)
+    await alice.page.wait_for_function(
+        "(old) => JSON.parse(localStorage.getItem('mn.tokens')).access_token !== old",
+        arg=first["access_token"],
+        timeout=15_000,
+    )
+    renewed = await alice.storage("mn.tokens")
+    assert renewed["refresh_token"] != first["refresh_token"]  # rotated
+    assert renewed["expires_at"] > first["expires_at"]
+    await expect(alice.page.locator("#me-status")).to_have_text("Online")
+    await alice.page.get_by_role("button", name="New chat").click()
+    await alice.page.get_by_label("Find people").fill("nobody-by-that-name")
+    await expect(alice.page.get_by_text("Nobody by that name.")).to_be_visible()  # REST works
+    await alice.page.keyboard.press("Escape")
+
     alice.allow("status of 401")  # the refused token's answer, before the quiet refresh
     first = await alice.storage("mn.tokens")
     # the stored access token goes bad (as if expired): the next call is answered 401
@@ -432,3 +451,76 @@ async def test_the_store_drops_repeats_and_counts_unread_once(
         "unreadAfterRead": 0,
         "online": [True, True, False],
     }
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    target = os.environ.get("MESSENGER_SCREENSHOTS")
+    if not target:
+        pytest.skip("set MESSENGER_SCREENSHOTS=<dir> to write screenshots")
+    out = Path(target)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_screenshots_for_the_readme(
+    node: TestServer, api: Api, person: Callable[..., Any], screenshots: Path
+) -> None:
+    """Not a check: pictures of the client at phone and desktop widths, written only when
+    `MESSENGER_SCREENSHOTS` names a directory (`docs/screenshots` for the README)."""
+    out = screenshots
+    phone = await person(base(node), phone=True, name="maria")
+    desktop = await person(base(node), name="maria")
+    await phone.page.screenshot(path=out / "sign-in-phone.png")
+    await desktop.page.screenshot(path=out / "sign-in-desktop.png")
+    await phone.sign_up()
+    await desktop.sign_in()
+    tom, ana, leo = [await api.account(n) for n in ("tom", "ana", "leo")]
+    maria_id = await phone.page.evaluate("() => messenger.store.me.id")
+    ws = {a.username: await api.ws(a, "shots") for a in (tom, ana, leo)}
+    group = await api.call(
+        "POST",
+        "/api/v1/chats",
+        ana.token,
+        json={"kind": "group", "title": "Weekend trip", "member_ids": [maria_id, tom.id, leo.id]},
+    )
+    trip = group.body["id"]
+    for who, text in ((ana, "Who is in for Saturday?"), (leo, "Me! Can we leave early?")):
+        await api.send(who, trip, text)
+    chat_with = {}
+    for who in (leo, tom):
+        r = await api.call(
+            "POST", "/api/v1/chats", who.token, json={"kind": "direct", "user_id": maria_id}
+        )
+        chat_with[who.username] = r.body["id"]
+    await api.send(leo, chat_with["leo"], "Sending you the slides tonight")
+    await api.send(tom, chat_with["tom"], "Hey Maria! Are we still on for lunch tomorrow?")
+    await desktop.open_chat("tom")
+    lines = [
+        (None, "Yes! 12:30 at the usual place?"),
+        (tom, "Perfect. I will book a table by the window."),
+        (tom, "Also: the photos from the hike came out great. Sending them later."),
+        (None, "Can't wait to see them"),
+    ]
+    for who, text in lines:
+        if who is None:
+            await desktop.send(text)
+            await expect(
+                desktop.message(text).get_by_role("img", name=re.compile("Sent|Seen"))
+            ).to_be_visible()
+        else:
+            await api.send(who, chat_with["tom"], text)
+            await expect(desktop.message(text)).to_have_count(1)
+    seq = len(lines) + 1
+    await ws["tom"].ws.send_json({"type": "read", "chat_id": chat_with["tom"], "seq": seq})
+    await expect(desktop.page.locator(".seen-label")).to_have_text("Seen")
+    await ws["tom"].ws.send_json({"type": "typing", "chat_id": chat_with["tom"]})
+    await expect(desktop.page.locator("#typing")).to_have_text("tom is typing…")
+    await desktop.page.screenshot(path=out / "chat-desktop.png")
+    await phone.page.reload()  # a new connection: the node tells who is online
+    await expect(phone.chat_link("leo").locator(".dot.on")).to_be_visible()
+    await expect(phone.chat_link("Weekend trip")).to_contain_text("leo: Me! Can we leave early?")
+    await phone.page.screenshot(path=out / "chats-phone.png")
+    await phone.open_chat("tom")
+    await expect(phone.page.locator(".seen-label")).to_have_text("Seen")
+    await phone.page.screenshot(path=out / "chat-phone.png")

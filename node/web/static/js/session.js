@@ -12,6 +12,7 @@ import { randomId } from './format.js';
 const TOKENS = 'mn.tokens';
 const DEVICE = 'mn.device';
 const EARLY = 60_000; // refresh this long before expiry (at most a quarter of the lifetime)
+const HOUR = 3_600_000;
 
 function now() {
   return Date.now();
@@ -58,8 +59,13 @@ export class Session extends EventTarget {
     clearTimeout(this._timer);
     const t = this.tokens;
     if (!t) return;
-    const wait = Math.max(0, t.expires_at - t.lead - now());
-    this._timer = setTimeout(() => this.refresh(t.access_token).catch(() => {}), wait);
+    const due = t.expires_at - t.lead - now();
+    // at most an hour at a time: setTimeout overflows past ~24.8 days, and a sleeping laptop
+    // wakes up late anyway
+    this._timer = setTimeout(() => {
+      if (due > HOUR) this._schedule();
+      else this.refresh(t.access_token).catch(() => {});
+    }, Math.max(0, Math.min(due, HOUR)));
   }
 
   start() {
