@@ -25,9 +25,7 @@ async def test_the_page_is_served_with_a_strict_policy(
     assert '<script type="module" src="/static/js/app.js">' in body
     assert "<style" not in body and " style=" not in body  # nothing inline for the CSP to refuse
     assert "onclick" not in body
-    csp = dict(
-        part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";")
-    )
+    csp = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
     assert csp["default-src"] == "'self'"
     assert csp["script-src"] == "'self'"
     assert csp["style-src"] == "'self'"
@@ -41,9 +39,7 @@ async def test_the_page_is_served_with_a_strict_policy(
     assert headers["Cache-Control"] == "no-cache"
 
 
-async def test_files_are_revalidated_by_etag(
-    node: TestServer, http: aiohttp.ClientSession
-) -> None:
+async def test_files_are_revalidated_by_etag(node: TestServer, http: aiohttp.ClientSession) -> None:
     async with http.get(url(node, "/static/js/app.js")) as r:
         assert r.status == 200
         assert r.headers["Content-Type"] == "text/javascript; charset=utf-8"
