@@ -255,7 +255,7 @@ async def test_group_chat_and_scroll_back_through_history(
 async def test_access_tokens_are_refreshed_quietly_before_expiry_and_after_a_401(
     node_api: Callable[..., Any], person: Callable[..., Any]
 ) -> None:
-    server, _ = await node_api(access_token_ttl=10)  # the shortest lifetime settings allow
+    server, api = await node_api(access_token_ttl=10)  # the shortest lifetime settings allow
     alice = await person(base(server))
     await alice.sign_up()
     first = await alice.storage("mn.tokens")
@@ -288,11 +288,14 @@ async def test_access_tokens_are_refreshed_quietly_before_expiry_and_after_a_401
     assert now["access_token"] not in (first["access_token"], "not-a-token")
     assert now["refresh_token"] != first["refresh_token"]  # rotated
 
-    # signing out ends the session here; the form is back
+    # signing out ends the session here and on the node; the form is back
+    refresh_token = (await alice.storage("mn.tokens"))["refresh_token"]
     await alice.page.get_by_role("button", name="Menu").click()
     await alice.page.get_by_role("menuitem", name="Sign out").click()
     await expect(alice.page.get_by_role("button", name="Sign in")).to_be_visible()
     assert await alice.storage("mn.tokens") is None
+    spent = await api.call("POST", "/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+    assert spent.status == 401
     await alice.sign_in()
 
 
@@ -369,33 +372,33 @@ async def test_the_service_worker_controls_the_site_and_shows_a_push(
     await alice.context.grant_permissions(["notifications"])
     scope = await alice.page.evaluate("async () => (await navigator.serviceWorker.ready).scope")
     assert scope == base(node).rstrip("/") + "/"
-    # a push as the node sends one, delivered to the worker through the DevTools protocol
+    # a push as the node sends one, delivered to the active worker through the DevTools protocol
     cdp = await alice.context.new_cdp_session(alice.page)
-    registrations: list[dict[str, Any]] = []
-    registered = asyncio.Event()
+    active: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    def updated(event: dict[str, Any]) -> None:
-        registrations.extend(event["registrations"])
-        registered.set()
+    def versions(event: dict[str, Any]) -> None:
+        for version in event["versions"]:
+            if version["status"] == "activated" and not active.done():
+                active.set_result(version["registrationId"])
 
-    cdp.on("ServiceWorker.workerRegistrationUpdated", updated)
+    cdp.on("ServiceWorker.workerVersionUpdated", versions)
     await cdp.send("ServiceWorker.enable")
-    await asyncio.wait_for(registered.wait(), 10)
+    registration_id = await asyncio.wait_for(active, 10)
     payload = '{"chat_id":"42","chat_title":"Book club","sender_name":"bob","text":"see you"}'
     await cdp.send(
         "ServiceWorker.deliverPushMessage",
-        {
-            "origin": base(node).rstrip("/"),
-            "registrationId": registrations[0]["registrationId"],
-            "data": payload,
-        },
+        {"origin": base(node).rstrip("/"), "registrationId": registration_id, "data": payload},
     )
-    # the worker shows it asynchronously, and there is no event for that: look until it is there
+    # the worker shows it asynchronously, and there is no event for that: look until it is
+    # there (at most 10 s)
     shown_when_there = """async () => {
       const registration = await navigator.serviceWorker.ready;
+      const until = Date.now() + 10000;
       for (;;) {
         const shown = await registration.getNotifications();
-        if (shown.length) return shown.map((n) => [n.title, n.body, n.data.url]);
+        if (shown.length || Date.now() > until) {
+          return shown.map((n) => [n.title, n.body, n.data.url]);
+        }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }"""

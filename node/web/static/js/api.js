@@ -27,15 +27,22 @@ function networkError() {
   return new ApiError(0, 'network', 'The server cannot be reached.');
 }
 
-/** POST a JSON body without a token (sign-in, sign-up, refresh). */
-export async function postJson(path, body) {
+/**
+ * POST a JSON body outside the Api's refresh logic (sign-in, sign-up, refresh, sign-out).
+ * `token`: a bearer token to send; `keepalive` lets the request finish even if the page
+ * navigates away meanwhile.
+ */
+export async function postJson(path, body, { keepalive = false, token = null } = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers,
       body: JSON.stringify(body),
       credentials: 'omit',
+      keepalive,
     });
   } catch {
     throw networkError();

@@ -39,7 +39,7 @@ export class PushClient {
   }
 
   get enabled() {
-    return Boolean(localStorage.getItem(KEY(this.userId))) && Notification.permission === 'granted';
+    return this.browserSupports && Boolean(localStorage.getItem(KEY(this.userId))) && Notification.permission === 'granted';
   }
 
   async enable() {

@@ -82,14 +82,21 @@ export class Session extends EventTarget {
     await this.signIn(username, password);
   }
 
-  /** End the session here and on the node (best effort: the tokens are dropped regardless). */
+  /**
+   * End the session here and on the node. The node is told first (the page may navigate away as
+   * soon as `signedout` is dispatched); the tokens are dropped here whatever it answers.
+   */
   async signOut(reason = 'user') {
-    const t = this.tokens;
+    if (reason === 'user' && this.tokens) {
+      const token = await this.freshToken().catch(() => this.tokens?.access_token); // logout needs one
+      const t = this.tokens;
+      if (t) {
+        await postJson('/api/v1/auth/logout', { refresh_token: t.refresh_token }, { keepalive: true, token })
+          .catch(() => {});
+      }
+    }
     localStorage.removeItem(TOKENS);
     this._ended(reason);
-    if (t && reason === 'user') {
-      await postJson('/api/v1/auth/logout', { refresh_token: t.refresh_token }).catch(() => {});
-    }
   }
 
   _ended(reason) {
