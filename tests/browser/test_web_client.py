@@ -294,6 +294,8 @@ async def test_access_tokens_are_refreshed_quietly_before_expiry_and_after_a_401
     await alice.page.get_by_role("menuitem", name="Sign out").click()
     await expect(alice.page.get_by_role("button", name="Sign in")).to_be_visible()
     assert await alice.storage("mn.tokens") is None
+    left = await alice.page.evaluate("() => Object.keys(localStorage).sort()")
+    assert left == ["mn.device"], left  # nothing of the user stays behind
     spent = await api.call("POST", "/api/v1/auth/refresh", json={"refresh_token": refresh_token})
     assert spent.status == 401
     await alice.sign_in()

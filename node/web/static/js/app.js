@@ -180,6 +180,7 @@ class App {
   async signOut() {
     this._toggleMenu(false);
     if (this.push.enabled) await this.push.disable().catch(() => {});
+    this.store.forget();
     await this.session.signOut('user');
   }
 

@@ -41,6 +41,12 @@ export class Store extends EventTarget {
     }
   }
 
+  /** Drop what this user left in the browser's storage (on an explicit sign-out). */
+  forget() {
+    this.storage.removeItem(OUTBOX(this.me.id));
+    this.storage.removeItem(READS(this.me.id));
+  }
+
   _saveOutbox() {
     this.storage.setItem(OUTBOX(this.me.id), JSON.stringify([...this.outbox.values()]));
   }
