@@ -22,7 +22,7 @@ from node.assembly import NodeRuntime, assemble
 from node.cluster.connection import redis_client
 from node.cluster.identity import NodeIdentity
 from node.config import Settings, resolve_jwt_secret
-from node.http import keys
+from node.http import keys, protocol
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
 from node.services.auth import AuthService
@@ -46,7 +46,12 @@ def build_app(settings: Settings, *, on_fatal: OnFatal | None = None) -> web.App
     """The node as an aiohttp application. `on_fatal(part)` is called when a part of the node
     cannot be restarted any more (a served node stops itself then); without it the node stays
     up with `/healthz` red."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    protocol.install()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware],
+        handler_args=protocol.handler_args(keepalive_timeout=settings.keepalive_timeout),
+    )
     app[keys.SETTINGS] = settings
     app[_ON_FATAL] = on_fatal
     app.cleanup_ctx.append(_node_context)

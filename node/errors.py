@@ -69,6 +69,10 @@ class IdempotencyConflict(Conflict):
     code, message = "idempotency_conflict", "this client_msg_id was used in another chat"
 
 
+class RequestTimeout(ApiError):
+    status, code, message = 408, "request_timeout", "the request body did not arrive in time"
+
+
 class TooLarge(ApiError):
     status, code, message = 413, "too_large", "too large"
 

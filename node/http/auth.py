@@ -12,25 +12,34 @@ from node.http.keys import AUTH
 routes = RouteTable()
 
 
-def bearer_token(request: web.Request) -> str | None:
-    """The access token of `Authorization: Bearer <token>`, else of `?token=` (browsers cannot
-    set headers on a WebSocket). None when neither is there."""
+def bearer_token(request: web.Request, *, query: bool = False) -> str | None:
+    """The access token of `Authorization: Bearer <token>`; with `query`, else of `?token=`
+    (browsers cannot set headers on a WebSocket: the contract allows it there only). None when
+    there is none."""
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.Unauthorized("expected Authorization: Bearer <access_token>")
         return token.strip()
-    return request.query.get("token") or None
+    return (request.query.get("token") or None) if query else None
 
 
 async def authenticate(request: web.Request) -> int:
-    """The user id of the request's access token; 401 when it is missing or not valid
-    (`invalid_token`, `token_expired`). No I/O: the token is checked with the secret alone."""
-    token = bearer_token(request)
+    """The user id of a REST request's bearer token; 401 when it is missing or not valid
+    (`invalid_token`, `token_expired`, or a token whose user does not exist)."""
+    return await _user_of(request, bearer_token(request))
+
+
+async def authenticate_socket(request: web.Request) -> int:
+    """As `authenticate`, for the WebSocket upgrade: the token may come as `?token=` too."""
+    return await _user_of(request, bearer_token(request, query=True))
+
+
+async def _user_of(request: web.Request, token: str | None) -> int:
     if token is None:
         raise errors.Unauthorized("an access token is required")
-    return request.app[AUTH].authenticate(token)
+    return await request.app[AUTH].authenticate(token)
 
 
 @routes.post(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from node import errors, storage
 from node.config import Settings
 from node.domain import Tokens, User
-from node.services.access_tokens import AccessTokens
+from node.services.access_tokens import AccessTokens, invalid_token
 from node.services.passwords import PasswordHasher
 from node.storage import Storage
 
@@ -80,10 +80,15 @@ class AuthService:
         revoked = await self._storage.tokens.revoke_family_of(_digest(refresh_token), user_id)
         log.info("auth.logout", extra={"user_id": user_id, "revoked": revoked})
 
-    def authenticate(self, access_token: str) -> int:
-        """The user id of a valid access token (no I/O). `errors.Unauthorized` with code
-        `invalid_token` or `token_expired` otherwise."""
-        return self._access.verify(access_token)
+    async def authenticate(self, access_token: str) -> int:
+        """The user id of a valid access token whose user exists. `errors.Unauthorized` with
+        code `invalid_token` or `token_expired` otherwise. The signature is checked first
+        (no I/O), so only a token this node's secret made costs one primary-key lookup: a
+        token outliving its user must be a 401, not a failure deeper down (a foreign key)."""
+        user_id = self._access.verify(access_token)
+        if not await self._storage.users.exists(user_id):
+            raise invalid_token()
+        return user_id
 
     async def _issue(self, user_id: int, family_id: uuid.UUID) -> Tokens:
         refresh_token = secrets.token_urlsafe(32)

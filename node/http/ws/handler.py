@@ -14,20 +14,20 @@ import re
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from node import errors, frames
-from node.http.auth import authenticate
+from node.http.auth import authenticate_socket
 from node.http.keys import DEVICES, MESSAGES, SETTINGS
 from node.http.ws.reader import FrameReader
 
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 2.0
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    user_id = await authenticate(request)
+    user_id = await authenticate_socket(request)
     device_id = request.query.get("device_id", "default")
-    if not _DEVICE_ID.match(device_id):
+    if not _DEVICE_ID.fullmatch(device_id):
         raise errors.ValidationFailed("device_id: 1-64 of [A-Za-z0-9_.:-]")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
