@@ -279,7 +279,7 @@ class DeviceSession:
         low = max(after, upto - self._deps.backlog_limit)
         if low > after:
             await self._send(frames.gap_frame(chat_id, after, low + 1))
-        for message in await self._deps.sync.between(chat_id, low, upto):
+        for message in await self._deps.sync.between(self.user_id, chat_id, low, upto):
             await self._send(frames.message_frame(message))
             self.sent[chat_id] = message.seq
             self.delivered += 1
@@ -313,7 +313,7 @@ class DeviceSession:
                 await self._send(held[seq])
                 self.sent[chat_id] = seq
                 self.delivered += 1
-        for message in await self._deps.sync.ranges(from_db):
+        for message in await self._deps.sync.ranges(self.user_id, from_db):
             if message.seq > self.sent[message.chat_id]:
                 await self._send(frames.message_frame(message))
                 self.sent[message.chat_id] = message.seq
