@@ -26,7 +26,9 @@ from node.http import keys, protocol
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
 from node.services.auth import AuthService
+from node.services.auth_throttle import AuthThrottle
 from node.services.chats import ChatService
+from node.services.hashing import HashingGate
 from node.services.health import HealthService
 from node.services.messages import MessageService
 from node.services.ratelimit import RateLimiter
@@ -100,7 +102,15 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[SUPERVISOR] = supervisor
         metrics.bind_runtime(runtime)
         app[keys.DEVICES] = runtime.hub
-        app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
+        gate = HashingGate(settings.hash_workers, settings.hash_queue, fair=settings.auth_throttle)
+        stack.callback(gate.close)
+        app[keys.AUTH] = AuthService(
+            storage,
+            settings,
+            resolve_jwt_secret(settings),
+            gate=gate,
+            throttle=AuthThrottle(redis, settings),
+        )
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
         app[keys.MESSAGES] = MessageService(

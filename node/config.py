@@ -7,6 +7,7 @@ into one line naming the variable and exit code 2, as the contract requires.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
     )
     register_limit_address: str = Field(
         "10/minute;50/hour", description="registrations per client address"
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated networks of reverse proxies whose X-Forwarded-For names"
+        " the client (throttling is per client address)",
     )
     hash_workers: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
@@ -148,6 +154,20 @@ class Settings(BaseSettings):
             raise ValueError("must be limits like '10/minute;100/hour'") from None
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        try:
+            _parse_networks(value)
+        except ValueError:
+            raise ValueError("must be comma-separated networks like 10.0.0.0/8,::1") from None
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """`trusted_proxies` parsed."""
+        return _parse_networks(self.trusted_proxies)
+
     @field_validator("jwt_secret")
     @classmethod
     def _secret_length(cls, value: str | None) -> str | None:
@@ -182,6 +202,17 @@ class Settings(BaseSettings):
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (validated), e.g. resolved embedded URLs."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in value.split(",")
+        if part.strip()
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

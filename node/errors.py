@@ -21,6 +21,11 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the error body."""
+        return {}
+
 
 class MalformedJson(ApiError):
     status, code, message = 400, "malformed_json", "the body is not valid JSON"
@@ -83,6 +88,16 @@ class ValidationFailed(ApiError):
 
 class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "too many requests, slow down"
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(ApiError):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiohttp import web
 
 from node import errors
+from node.config import IPNetwork
 from node.http import schemas
 from node.http.endpoints import RouteTable, no_content, reply
-from node.http.keys import AUTH
+from node.http.keys import AUTH, SETTINGS
 
 routes = RouteTable()
 
@@ -23,6 +26,42 @@ def bearer_token(request: web.Request, *, query: bool = False) -> str | None:
             raise errors.Unauthorized("expected Authorization: Bearer <access_token>")
         return token.strip()
     return (request.query.get("token") or None) if query else None
+
+
+def client_address(request: web.Request) -> str:
+    """Who is asking, for throttling: the peer's IP address, or, when the peer is a trusted
+    reverse proxy (`settings.trusted_proxies`), the nearest address in `X-Forwarded-For` that is
+    not one. An IPv6 client counts by its /64 (one host or home usually gets it whole)."""
+    ip = _ip(request.remote)
+    if ip is None:
+        return request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_networks
+    if trusted and _within(ip, trusted):
+        for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+            forwarded = _ip(hop.strip())
+            if forwarded is None:
+                break
+            ip = forwarded
+            if not _within(ip, trusted):
+                break
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
+
+
+def _within(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: tuple[IPNetwork, ...]
+) -> bool:
+    return any(ip in network for network in networks)
 
 
 async def authenticate(request: web.Request) -> int:
@@ -47,11 +86,11 @@ async def _user_of(request: web.Request, token: str | None) -> int:
     summary="Create an account",
     response=schemas.Registered,
     status=201,
-    errors=(errors.UsernameTaken,),
+    errors=(errors.UsernameTaken, errors.RateLimited),
 )
 async def register(request: web.Request, body: schemas.Register) -> web.Response:
     """Usernames are unique regardless of case. Registering does not log in."""
-    user = await request.app[AUTH].register(body.username, body.password)
+    user = await request.app[AUTH].register(body.username, body.password, client_address(request))
     return reply({"user": schemas.user_out(user)}, status=201)
 
 
@@ -59,11 +98,11 @@ async def register(request: web.Request, body: schemas.Register) -> web.Response
     "/api/v1/auth/login",
     summary="Log in: get an access and a refresh token",
     response=schemas.Tokens,
-    errors=(errors.InvalidCredentials,),
+    errors=(errors.InvalidCredentials, errors.RateLimited),
 )
 async def login(request: web.Request, body: schemas.Login) -> web.Response:
     """Each login starts a new refresh-token family (one per device or session)."""
-    tokens = await request.app[AUTH].login(body.username, body.password)
+    tokens = await request.app[AUTH].login(body.username, body.password, client_address(request))
     return reply(schemas.tokens_out(tokens))
 
 
