@@ -86,7 +86,7 @@ async def _user_of(request: web.Request, token: str | None) -> int:
     summary="Create an account",
     response=schemas.Registered,
     status=201,
-    errors=(errors.UsernameTaken, errors.RateLimited),
+    errors=(errors.UsernameTaken, errors.RateLimited, errors.Unavailable),
 )
 async def register(request: web.Request, body: schemas.Register) -> web.Response:
     """Usernames are unique regardless of case. Registering does not log in."""
@@ -98,7 +98,7 @@ async def register(request: web.Request, body: schemas.Register) -> web.Response
     "/api/v1/auth/login",
     summary="Log in: get an access and a refresh token",
     response=schemas.Tokens,
-    errors=(errors.InvalidCredentials, errors.RateLimited),
+    errors=(errors.InvalidCredentials, errors.RateLimited, errors.Unavailable),
 )
 async def login(request: web.Request, body: schemas.Login) -> web.Response:
     """Each login starts a new refresh-token family (one per device or session)."""
