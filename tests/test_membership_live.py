@@ -103,3 +103,21 @@ async def test_member_removed_while_connected_gets_nothing_more(
     again = await member_api.ws(member, "phone")
     await again.quiet("message", within=0.5)
     assert seqs(again, chat) == []
+
+
+async def test_a_long_absence_is_not_announced_as_a_gap(node_api: Callable[..., Any]) -> None:
+    """More was posted while the member was out than a backlog holds: still none of it is
+    theirs, so no `gap` frame points at it either."""
+    _, api = await node_api(backlog_limit=2)
+    owner, member = await api.account(), await api.account()
+    chat = await api.group(owner, [member])
+    ws = await api.ws(member, "phone")
+    assert await sent(api, owner, chat, "before") == 1
+    await ws.messages(1, chat)
+    await remove(api, owner, chat, member)
+    for n in range(5):
+        await sent(api, owner, chat, f"while out {n}")
+    await add(api, owner, chat, member)
+    assert await sent(api, owner, chat, "back") == 7
+    assert [m["seq"] for m in await ws.messages(1, chat)] == [7]
+    assert ws.of_kind("gap") == []

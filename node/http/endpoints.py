@@ -43,6 +43,7 @@ from node.errors import (
     RequestTimeout,
     TooLarge,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
 )
 from node.frames import dumps
@@ -111,6 +112,7 @@ class Endpoint:
                 Unauthorized(),
                 Unauthorized(code="invalid_token"),
                 Unauthorized(code="token_expired"),
+                Unavailable("the database cannot be reached"),  # checking the token's user
             ]
         if self.path_params:
             implied.append(NotFound())

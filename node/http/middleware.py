@@ -89,14 +89,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except asyncio.CancelledError:
         raise
-    except ConnectionError:
-        if not _client_gone(request):
-            raise
-        # the client went away mid-request (e.g. while sending its body): nobody to answer,
-        # nothing wrong with the node; the answer below is dropped with the connection
-        log.debug("http.client_gone", extra={"method": request.method, "path": request.path})
-        return error_response(400, "client_gone", "the connection was lost")
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # the client went away mid-request (e.g. while sending its body): nobody to answer,
+            # nothing wrong with the node; the answer below is dropped with the connection
+            log.debug("http.client_gone", extra={"method": request.method, "path": request.path})
+            return error_response(400, "client_gone", "the connection was lost")
         # the path only: the query string may hold an access token (`?token=` of the WebSocket)
         log.exception("http.unhandled", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal_error", "internal error")

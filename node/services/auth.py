@@ -22,7 +22,7 @@ from node.services.access_tokens import AccessTokens, invalid_token
 from node.services.auth_throttle import AuthThrottle
 from node.services.hashing import HashingGate
 from node.services.passwords import PasswordHasher
-from node.storage import Storage
+from node.storage import CONNECTION_ERRORS, Storage
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,16 @@ class AuthService:
 
     async def authenticate(self, access_token: str) -> int:
         """The user id of a valid access token whose user exists. `errors.Unauthorized` with
-        code `invalid_token` or `token_expired` otherwise. The signature is checked first
+        code `invalid_token` or `token_expired` otherwise; `errors.Unavailable` (503) while
+        PostgreSQL cannot be reached. The signature is checked first
         (no I/O), so only a token this node's secret made costs one primary-key lookup: a
         token outliving its user must be a 401, not a failure deeper down (a foreign key)."""
         user_id = self._access.verify(access_token)
-        if not await self._storage.users.exists(user_id):
+        try:
+            exists = await self._storage.users.exists(user_id)
+        except CONNECTION_ERRORS:
+            raise errors.Unavailable("the database cannot be reached, try again") from None
+        if not exists:
             raise invalid_token()
         return user_id
 
