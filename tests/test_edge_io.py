@@ -75,6 +75,7 @@ async def test_a_body_that_stops_coming_is_408_and_cut(edge: TestServer) -> None
     writer.close()
     assert_error(response_of(data), 408, "request_timeout")
     assert BODY_TIMEOUT <= took <= bound
+    print(f"\nslow body: 408 and cut after {took:.2f} s (body_timeout {BODY_TIMEOUT} s)")
 
 
 async def test_a_connection_that_sends_nothing_is_cut(edge: TestServer) -> None:
