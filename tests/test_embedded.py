@@ -263,7 +263,9 @@ async def test_a_killed_server_is_revived_on_its_port(tmp_path: Path) -> None:
                 return False
 
         async with asyncio.timeout(30):
-            while not revived():
+            while True:
+                if revived():
+                    break
                 await asyncio.sleep(0.05)  # the watch restarts it in a thread: nothing to await
         assert server.url == url
         client = redis.Redis.from_url(url)
