@@ -90,6 +90,9 @@ class Settings(BaseSettings):
         1000, ge=1, description="newest unacked messages per chat on connect"
     )
     outbox_limit: int = Field(8192, ge=16, description="frames queued per socket before disconnect")
+    close_grace: float = Field(
+        2.0, gt=0, le=60, description="a socket that cannot take its close frame is cut after, s"
+    )
     ack_flush_interval: float = Field(0.1, gt=0, le=0.25, description="ack batching, seconds")
     mailbox_max: int = Field(
         10_000, ge=100, description="entries kept in a dormant user's Redis list"

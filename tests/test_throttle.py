@@ -12,7 +12,6 @@ Clients come from different addresses by binding their sockets to other loopback
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -159,66 +158,45 @@ async def test_concurrent_attempts_from_one_address_are_shed_before_hashing(
             assert_throttled(r)
 
 
-async def test_a_good_login_stays_fast_under_a_flood_of_bad_ones(
+async def test_a_good_login_is_served_during_a_flood_of_bad_ones(
     node_api: Callable[..., Any], from_address: Callable[..., Any]
 ) -> None:
-    """50 concurrent bad logins (5 addresses x 10) at bcrypt cost 12, the attempt limits out of
-    the way: what is measured is the hashing gate alone. The flooding clients do as told by a
-    429 (`Retry-After: 1`); a client that ignores it gets 429s as fast as it asks, each costing
-    the node an HTTP round (no hashing, no Redis), a flood of cheap requests like any other."""
+    """50 concurrent bad logins (5 addresses x 10), the attempt limits out of the way: what is
+    checked is the hashing gate. Every good login from another address is served (never shed),
+    each flooding address has at most one attempt hashed at a time (the rest are refused with
+    429 and `Retry-After` before any hash). How long the good login takes under such a flood at
+    bcrypt cost 12 is a figure of the benchmark (`python -m loadtest.login_flood`), not a test."""
     _, api = await node_api(
         auth_throttle=True,
-        bcrypt_rounds=12,
         login_limit_account="100000/minute",
         login_limit_address="100000/minute",
     )
     victim = await api.account()
     user = await api.account()
-
-    async def timed_login() -> float:
-        started = time.monotonic()
-        r = await login(api, user.username, PASSWORD)
-        assert r.status == 200, r
-        return time.monotonic() - started
-
-    quiet = [await timed_login() for _ in range(3)]
     answered: dict[int, int] = {}
-    shed_latency: list[float] = []
     stop = asyncio.Event()
     flowing = asyncio.Event()
 
     async def bad_logins(client: Api) -> None:
         while not stop.is_set():
-            started = time.monotonic()
             r = await login(client, victim.username)
             answered[r.status] = answered.get(r.status, 0) + 1
             if r.status == 429:
-                shed_latency.append(time.monotonic() - started)
-            if answered.get(401, 0) >= 10:
+                assert_throttled(r)
+            if answered.get(401, 0) >= 10 and answered.get(429, 0) >= 10:
                 flowing.set()
-            if r.status == 429:
-                await asyncio.sleep(1)  # Retry-After: 1
 
     clients = [await from_address(api, f"127.0.5.{n}") for n in range(1, 6)]
     flood = [asyncio.create_task(bad_logins(c)) for c in clients for _ in range(10)]
     try:
         async with asyncio.timeout(60):
             await flowing.wait()
-        loaded = [await timed_login() for _ in range(5)]
+        good = [await login(api, user.username, PASSWORD) for _ in range(5)]
     finally:
         stop.set()
         await asyncio.gather(*flood)
-    print(
-        f"\nbcrypt cost 12: good login quiet {statistics.median(quiet):.3f} s,"
-        f" under 50 concurrent bad logins median {statistics.median(loaded):.3f} s"
-        f" max {max(loaded):.3f} s; bad logins answered {answered};"
-        f" 429s answered in at most {max(shed_latency, default=0):.3f} s"
-    )
-    # the aim is under 1 s; on a shared, loaded machine a hash itself may take longer, so the
-    # bound also scales with the login measured without the flood (main was ~25x slower)
-    hash_time = statistics.median(quiet)
-    assert statistics.median(loaded) < max(1.0, 3 * hash_time), (quiet, loaded)
-    assert max(loaded) < max(2.0, 5 * hash_time), (quiet, loaded)
+    assert [r.status for r in good] == [200] * 5, good
+    assert set(answered) <= {401, 429}, answered
 
 
 # --- typing and read floods -------------------------------------------------------------------
