@@ -18,6 +18,10 @@ WORST = (
     "unconfirmed",
     "send_errors",
     "server_log_errors",
+    "dropped",
+    "dup_after_ack",
+    "presence_update_failed",
+    "direct_peer_missed",
 )
 SUMMED = (
     "sent",
@@ -30,6 +34,7 @@ SUMMED = (
     "other_errors",
     "lost",
     "unconfirmed",
+    "dropped",
 )
 MB = 1024 * 1024
 
@@ -86,6 +91,7 @@ def pairs_line(m: dict[str, Any], base: dict[str, Any], server: dict[str, Any]) 
             "misrouted": m["misrouted"],
             "unconfirmed": m["unconfirmed"],
             "send_errors": m["send_errors"],
+            "dropped": m["dropped"],
             "error_frames": m["error_codes"],
             "msgs_per_s": round(m["delivered"] / wall, 1) if wall else 0.0,
             "wall_s": round(wall, 3) if wall else None,
@@ -215,21 +221,10 @@ def table(lines: list[dict[str, Any]]) -> str:
                 f"{ln['warmup_s']:.0f}s warm-up within ±10% of {ln['rss_baseline_mb']} MB: "
                 f"{'yes' if ln['rss_stable'] else 'NO'}"
             )
-    idle = [ln for ln in lines if ln["kind"] == "idle"]
-    if idle:
-        rows = [["idle conns", "users", "RSS before MB", "RSS after MB", "KiB/conn", "connect s"]]
-        for ln in idle:
-            rows.append(
-                [
-                    _fmt(ln["connections"]),
-                    _fmt(ln["users"]),
-                    _fmt(ln["rss_before_mb"]),
-                    _fmt(ln["rss_after_mb"]),
-                    _fmt(ln["rss_per_conn_kib"]),
-                    _fmt(ln["connect_s"], 2),
-                ]
-            )
-        out.append(_render(rows))
+    for kind in KIND_COLS:
+        ok = [ln for ln in lines if ln.get("kind") == kind and "error" not in ln]
+        if ok:
+            out.append(kind_table(kind, ok))
     return "\n\n".join(out)
 
 
@@ -250,3 +245,192 @@ def _render(rows: list[list[str]]) -> str:
 
 def dumps(line: dict[str, Any]) -> str:
     return json.dumps(line, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------- other workloads
+def pooled(results: list[dict[str, Any]], key: str = "lat") -> list[int]:
+    lat = array("q")
+    for r in results:
+        lat.extend(r[key])
+    return sorted(lat)
+
+
+def codes(results: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        for code, n in r["error_codes"].items():
+            out[code] = out.get(code, 0) + n
+    return out
+
+
+def latency_fields(lat: list[int]) -> dict[str, Any]:
+    return {
+        "p50_ms": ms(pct(lat, 50)),
+        "p95_ms": ms(pct(lat, 95)),
+        "p99_ms": ms(pct(lat, 99)),
+        "max_ms": ms(lat[-1] if lat else None),
+    }
+
+
+def groups_line(
+    results: list[dict[str, Any]],
+    base: dict[str, Any],
+    server_cpu: float,
+    infra_cpu: float | None,
+    hwm: int,
+) -> dict[str, Any]:
+    """The JSON line of one groups run. Lost: per receiving member, its group's confirmed
+    messages minus the unique ones it received."""
+    confirmed: dict[int, int] = {}
+    for r in results:
+        for g, n in r["confirmed"].items():
+            confirmed[int(g)] = confirmed.get(int(g), 0) + n
+    lost = 0
+    for r in results:
+        for g, counts in r["received_per_group"].items():
+            lost += sum(max(0, confirmed.get(int(g), 0) - n) for n in counts)
+    sent = sum(r["sent"] for r in results)
+    deliveries = sum(r["deliveries"] for r in results)
+    first = min((r["first_send"] for r in results if r["first_send"]), default=0)
+    last_recv = max(r["last_recv"] for r in results)
+    last_confirm = max(r["last_confirm"] for r in results)
+    wall = (last_recv - first) / 1e9 if last_recv > first else None
+    in_wall = (last_confirm - first) / 1e9 if last_confirm > first else None
+    n_conf = sum(confirmed.values())
+    receivers = base["group_size"] - base["senders_per_group"]
+    line = dict(base)
+    line.update(
+        {
+            "planned": base["groups"] * base["senders_per_group"] * base["messages"],
+            "deliveries_planned": base["groups"]
+            * base["senders_per_group"]
+            * base["messages"]
+            * (base["group_size"] - 1),
+            "deliveries_offered_per_s": (
+                round(base["rate_offered"] * (base["group_size"] - 1), 1)
+                if base["rate_offered"]
+                else None
+            ),
+            "sent": sent,
+            "confirmed": n_conf,
+            "deliveries": deliveries,
+            "lost": lost,
+            "dup": sum(r["dup"] for r in results),
+            "out_of_order": sum(r["out_of_order"] for r in results),
+            "dropped": sum(r["dropped"] for r in results),
+            "unconfirmed": sent - n_conf - sum(r["send_errors"] for r in results),
+            "send_errors": sum(r["send_errors"] for r in results),
+            "error_frames": codes(results),
+            "msgs_in_per_s": round(n_conf / in_wall, 1) if in_wall else 0.0,
+            "deliveries_per_s": round(deliveries / wall, 1) if wall else 0.0,
+            "wall_s": round(wall, 3) if wall else None,
+            **latency_fields(pooled(results)),
+            "max_send_lag_ms": ms(max(r["max_lag"] for r in results)),
+            "server_cpu_s": round(server_cpu, 2),
+            "server_cpu_us_per_delivery": (
+                round(server_cpu * 1e6 / deliveries, 2) if deliveries else None
+            ),
+            "server_rss_peak_mb": round(hwm / MB, 1),
+            "infra_cpu_s": round(infra_cpu, 2) if infra_cpu is not None else None,
+            "client_cpu_s": round(sum(r["cpu"] for r in results), 2),
+            "receivers_per_group": receivers,
+        }
+    )
+    first_error = next((r["first_error"] for r in results if r["first_error"]), "")
+    if first_error:
+        line["first_error"] = first_error
+    if any(r["timed_out"] for r in results):
+        line["timed_out"] = True
+    if not all(r["drained"] for r in results):
+        line["drain_timed_out"] = True
+    line["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return line
+
+
+KIND_COLS: dict[str, list[tuple[str, str, int]]] = {
+    "groups": [
+        ("topo", "topology", 0),
+        ("G x S", "shape", 0),
+        ("rate", "rate_offered", 0),
+        ("msgs in/s", "msgs_in_per_s", 0),
+        ("deliv/s", "deliveries_per_s", 0),
+        ("p50 ms", "p50_ms", 1),
+        ("p99 ms", "p99_ms", 1),
+        ("lost", "lost", 0),
+        ("dup", "dup", 0),
+        ("dropped", "dropped", 0),
+        ("srv CPU s", "server_cpu_s", 2),
+        ("CPU us/deliv", "server_cpu_us_per_delivery", 2),
+        ("infra CPU s", "infra_cpu_s", 2),
+        ("client CPU s", "client_cpu_s", 2),
+    ],
+    "connections": [
+        ("topo", "topology", 0),
+        ("conns", "connections", 0),
+        ("rate", "rate_offered", 0),
+        ("connect s", "connect_all_s", 2),
+        ("KiB/conn", "rss_per_conn_kib", 1),
+        ("msgs/s", "msgs_per_s", 0),
+        ("p50 ms", "p50_ms", 1),
+        ("p99 ms", "p99_ms", 1),
+        ("lost", "lost", 0),
+        ("dup", "dup", 0),
+        ("dropped", "dropped", 0),
+        ("srv CPU s", "server_cpu_s", 2),
+        ("CPU ms/msg", "server_cpu_ms_per_msg", 3),
+        ("client CPU s", "client_cpu_s", 2),
+    ],
+    "storm": [
+        ("devices", "devices", 0),
+        ("backlog", "backlog", 0),
+        ("reconnect s", "reconnect_s", 2),
+        ("caught up s", "caught_up_s", 2),
+        ("lost", "lost", 0),
+        ("dup", "dup", 0),
+        ("dup after ack", "dup_after_ack", 0),
+        ("dropped", "dropped", 0),
+        ("pg xact/dev", "pg_xacts_per_device", 2),
+        ("pg rows/dev", "pg_rows_per_device", 1),
+        ("srv CPU s", "server_cpu_s", 2),
+        ("infra CPU s", "infra_cpu_s", 2),
+    ],
+    "presence": [
+        ("group", "group_size", 0),
+        ("direct", "direct_users", 0),
+        ("ready s", "all_ready_s", 2),
+        ("pres frames", "presence_frames", 0),
+        ("frames/dev", "presence_frames_per_device", 1),
+        ("users/dev", "presence_users_per_device", 1),
+        ("peer missed", "direct_peer_missed", 0),
+        ("upd failed", "presence_update_failed", 0),
+        ("dropped", "dropped", 0),
+        ("lost", "lost", 0),
+        ("dup", "dup", 0),
+        ("srv CPU s", "server_cpu_s", 2),
+    ],
+    "idle": [
+        ("server", "server", 0),
+        ("conns", "connections", 0),
+        ("RSS before MB", "rss_before_mb", 1),
+        ("RSS after MB", "rss_after_mb", 1),
+        ("KiB/conn", "rss_per_conn_kib", 1),
+        ("connect s", "connect_s", 2),
+        ("open", "open_at_end", 0),
+    ],
+}
+
+
+def kind_table(kind: str, lines: list[dict[str, Any]]) -> str:
+    cols = KIND_COLS[kind]
+    rows = [[h for h, _, _ in cols]]
+    for ln in lines:
+        row = []
+        for _, key, nd in cols:
+            v = ln.get(key)
+            if key == "rate_offered":
+                v = "max" if not v else _fmt(float(v), 0)
+            elif key == "shape":
+                v = f"{ln.get('groups')}x{ln.get('group_size')}"
+            row.append(_fmt(v, nd))
+        rows.append(row)
+    return _render(rows)

@@ -285,6 +285,20 @@ class ServerGroup:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.poll() is None]
 
+    def kill(self, n: int) -> None:
+        """SIGKILL server n's process group (a node dying without a word)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.procs[n].pid, signal.SIGKILL)
+        self.procs[n].wait(10)
+
+    def count_in_logs(self, text: str) -> int:
+        """Lines of the servers' logs that contain `text`."""
+        count = 0
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                count += sum(text in line for line in log.read_text(errors="replace").splitlines())
+        return count
+
     def log_errors(self) -> int:
         count = 0
         for log in self.logs:
@@ -319,6 +333,8 @@ class RunServers:
     pids: list[int]
     fresh: bool  # started for this run (so VmHWM is this run's peak)
     log_errors: int | None = None  # error lines in their logs, known once they stopped
+    group: ServerGroup | None = None  # the processes, when started for this run
+    database_url: str | None = None  # this run's database, when started for this run
 
 
 class Target:
@@ -358,15 +374,16 @@ class Target:
         return self.infra.pids() if self.infra else self._infra_pids
 
     @contextlib.contextmanager
-    def servers(self, count: int) -> Iterator[RunServers]:
-        """The servers of one run: `count` fresh nodes on a fresh database, or the URLs."""
+    def servers(self, count: int, env: dict[str, str] | None = None) -> Iterator[RunServers]:
+        """The servers of one run: `count` fresh nodes on a fresh database, or the URLs.
+        `env`: defaults of this workload for the nodes' environment (`--node-env` wins)."""
         if self.urls:
             if count > len(self.urls):
                 raise SystemExit("cross needs two URLs in --url")
             yield RunServers(self.urls, self.server_pids, False)
             return
         group = ServerGroup(self.logdir)
-        run = RunServers([], [], True)
+        run = RunServers([], [], True, group=group)
         db = None
         try:
             if self.echo:
@@ -374,7 +391,8 @@ class Target:
             else:
                 assert self.infra is not None and self.infra.redis_url
                 db = self.infra.fresh_database()
-                group.start_nodes(count, db, self.infra.redis_url, self.node_env)
+                group.start_nodes(count, db, self.infra.redis_url, {**(env or {}), **self.node_env})
+                run.database_url = db
             group.wait_healthy()
             run.urls, run.pids = group.urls, group.pids()
             yield run
