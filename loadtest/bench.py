@@ -290,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         "storm": a.devices + a.devices // max(1, a.per_sender) + 1,
         "presence": a.group_size + a.direct_users,
     }[a.workload]
-    raise_fd_limit(2 * max(a.idle or 0, sockets) + 4096)  # inherited by the nodes too
+    need = 2 * max(a.idle or 0, sockets) + 4096
+    got = raise_fd_limit(need)  # inherited by the nodes too
+    if got < need:
+        say(
+            f"RLIMIT_NOFILE: {got} file descriptors per process at most here (hard limit; "
+            f"raising it needs CAP_SYS_RESOURCE): a node can hold fewer sockets than that"
+        )
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

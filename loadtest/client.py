@@ -240,7 +240,7 @@ class Socket:
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         """Queue a frame (fire and forget, but owned: closing the socket awaits them)."""
-        if self.ws is None or self.ws.closed:
+        if self.ws is None or self.ws.closed or self.closing:
             return
         task = asyncio.ensure_future(self.ws.send_str(orjson.dumps(frame).decode()))
         self.acks.add(task)

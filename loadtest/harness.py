@@ -17,19 +17,20 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 
-def raise_fd_limit(need: int) -> None:
-    """Raise RLIMIT_NOFILE to `need` (children inherit it): the soft limit up to the hard one,
-    and the hard one too where we may (root)."""
+def raise_fd_limit(need: int) -> int:
+    """Raise RLIMIT_NOFILE towards `need` (children inherit it): the soft limit up to the hard
+    one, and the hard one too where we may (CAP_SYS_RESOURCE). The soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= need or soft == resource.RLIM_INFINITY:
-        return
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return need
     if hard != resource.RLIM_INFINITY and hard < need:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
-            return
+            return need
         except (ValueError, OSError):
             need = hard
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return need
 
 
 class Phase:
@@ -89,8 +90,8 @@ class Workers:
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(wait=15.0 if exc_type is None else 2.0)  # failed or interrupted: don't linger
 
     def gather(self, name: str, timeout: float) -> list[Any]:
         """Every worker's payload for phase `name` (in worker order)."""
@@ -108,14 +109,15 @@ class Workers:
         for pc in self.pipes:
             pc.send(value)
 
-    def close(self) -> None:
+    def close(self, wait: float = 15.0) -> None:
+        """Tell every worker to finish; kill those still running after `wait` s."""
         for pc in self.pipes:
             try:
                 pc.send("close")
             except (OSError, ValueError):
                 pass
         for p in self.procs:
-            p.join(15)
+            p.join(wait)
             if p.is_alive():
                 p.kill()
                 p.join(5)

@@ -305,7 +305,7 @@ class Conn:
 
     def ack(self, chat: str) -> None:
         seq = self.pending_ack.pop(chat, None)
-        if seq is not None and not self.ws.closed:
+        if seq is not None and not self.ws.closed and not self.closing:
             frame = orjson.dumps({"type": "ack", "chat_id": chat, "seq": seq}).decode()
             task = asyncio.ensure_future(self.ws.send_str(frame))
             self.acks.add(task)
@@ -340,6 +340,7 @@ class Conn:
 
     async def close(self) -> None:
         self.closing = True
+        await asyncio.gather(*self.acks, return_exceptions=True)
         self.reader.cancel()
         await self.ws.close()
 
