@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtest import report
+from loadtest import report, tables
 from loadtest.groups import run_groups
 from loadtest.harness import raise_fd_limit
 from loadtest.idle import run_idle
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             say("interrupted")
             return 130
-    print(report.table(lines))
+    print(tables.table(lines))
     for line in lines:
         print(report.dumps(line))
     return 1 if any("error" in line for line in lines) else 0
