@@ -15,8 +15,8 @@ spread over loopback source addresses, and a `Socket` that reads frames like a c
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
@@ -116,8 +116,9 @@ class Stats:
     def __init__(self) -> None:
         self.dup = self.out_of_order = self.dropped = 0
         self.presence_frames = self.presence_users = 0
+        self.connect_failures = 0  # attempts that failed and were tried again
         self.error_codes: dict[str, int] = {}
-        self.first_error = ""
+        self.first_error = self.first_connect_error = ""
 
     def error(self, f: dict[str, Any]) -> None:
         code = str(f.get("code"))
@@ -176,6 +177,33 @@ class Socket:
         self.ready_at = now_ns()
         self.ws = ws
         self.reader = asyncio.ensure_future(self.read(ws))
+
+    async def connect_retrying(
+        self,
+        http: aiohttp.ClientSession,
+        base: str,
+        token: str,
+        device: str,
+        max_time: float,
+        attempt_timeout: float = 30.0,
+    ) -> None:
+        """`connect`, tried again like a client after a failed attempt (refused, timed out, no
+        `ready`): 0.2 s, 0.4 s, … at most 2 s apart (jittered), for up to `max_time` s. Every
+        failed attempt counts in `stats.connect_failures`."""
+        deadline = now_ns() + int(max_time * 1e9)
+        delay = 0.2
+        while True:
+            try:
+                async with asyncio.timeout(attempt_timeout):
+                    await self.connect(http, base, token, device)
+                return
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, OSError) as e:
+                self.stats.connect_failures += 1
+                self.stats.first_connect_error = self.stats.first_connect_error or repr(e)[:300]
+                if now_ns() + delay * 1e9 > deadline:
+                    raise
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(2.0, delay * 2)
 
     async def read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         owner, stats = self.owner, self.stats
@@ -258,19 +286,3 @@ class Socket:
             await self.ws.close()
         if self.reader is not None:
             self.reader.cancel()
-
-
-async def connect_all(
-    connect: Callable[[int], Any], count: int, concurrency: int, max_time: float
-) -> float:
-    """Run `connect(i)` for i < count with at most `concurrency` at once; seconds it took."""
-    sem = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(i: int) -> None:
-        async with sem:
-            await connect(i)
-
-    t = now_ns()
-    async with asyncio.timeout(max_time):
-        await asyncio.gather(*(one(i) for i in range(count)))
-    return (now_ns() - t) / 1e9

@@ -131,7 +131,8 @@ class GroupsWorker:
                 g, m = mine[i]
                 sock = Socket(self, self.stats, m, ids[sp.name(g, m)])
                 url = sp.urls[m % len(sp.urls)]
-                await sock.connect(http.pick(i), url, users[sp.name(g, m)][1], DEVICE)
+                token = users[sp.name(g, m)][1]
+                await sock.connect_retrying(http.pick(i), url, token, DEVICE, sp.max_time)
                 self.sockets[(g, m)] = sock
                 if m >= sp.senders:
                     self.got[(g, m)] = bytearray(sp.senders * sp.messages)
@@ -237,6 +238,7 @@ class GroupsWorker:
             "dup": st.dup,
             "out_of_order": st.out_of_order,
             "dropped": st.dropped,
+            "connect_failures": st.connect_failures,
             "error_codes": st.error_codes,
             "first_error": st.first_error,
             "lat": self.lat,

@@ -134,6 +134,8 @@ class PresenceWorker:
                     "send_errors": self.send_errors,
                     "dup": self.stats.dup,
                     "dropped": self.stats.dropped,
+                    "connect_failures": self.stats.connect_failures,
+                    "first_connect_error": self.stats.first_connect_error,
                     "error_codes": self.stats.error_codes,
                     "first_error": self.stats.first_error,
                 },
@@ -154,7 +156,9 @@ class PresenceWorker:
             sock = Socket(self, self.stats, n, users[name][0], watch=watch)
             sock.on_presence = self.timed(sock.on_presence)  # type: ignore[method-assign]
             async with sem:
-                await sock.connect(http.pick(n), self.spec.url, users[name][1], DEVICE)
+                await sock.connect_retrying(
+                    http.pick(n), self.spec.url, users[name][1], DEVICE, self.spec.max_time
+                )
             self.socks[name] = sock
 
         async with asyncio.timeout(self.spec.max_time):
@@ -288,12 +292,14 @@ def run_presence(a: Any, target: Target) -> dict[str, Any]:
             "lost": sum(d["confirmed"] for d in done) - sum(d["received"] for d in done),
             "dup": sum(d["dup"] for d in done),
             "dropped": sum(d["dropped"] for d in done),
+            "connect_failures": sum(d["connect_failures"] for d in done),
             "send_errors": sum(d["send_errors"] for d in done),
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        first_error = next((d["first_error"] for d in done if d["first_error"]), "")
-        if first_error:
-            line["first_error"] = first_error
+        for key in ("first_error", "first_connect_error"):
+            first = next((d[key] for d in done if d[key]), "")
+            if first:
+                line[key] = first
     line["server_log_errors"] = srv.log_errors
     line["presence_update_failed"] = (
         srv.group.count_in_logs("presence.update_failed") if srv.group else None

@@ -240,6 +240,7 @@ def groups_line(
             "dup": sum(r["dup"] for r in results),
             "out_of_order": sum(r["out_of_order"] for r in results),
             "dropped": sum(r["dropped"] for r in results),
+            "connect_failures": sum(r["connect_failures"] for r in results),
             "unconfirmed": sent - n_conf - sum(r["send_errors"] for r in results),
             "send_errors": sum(r["send_errors"] for r in results),
             "error_frames": codes(results),

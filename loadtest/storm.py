@@ -163,7 +163,7 @@ class StormWorker:
 
                 await asyncio.gather(*(chat(d) for d in self.devs))
             self.chat_dev = {c: d for d, c in self.chats.items()}
-            await self.connect_devices(http, users, a_url)
+            await self.connect_devices(http, users, a_url, 32)
             for s in self.senders:
                 sock = Socket(self, self.stats, -1 - s, users[self.name("s", s)][0])
                 await sock.connect(http.pick(s), b_url, users[self.name("s", s)][1], "sender")
@@ -183,7 +183,8 @@ class StormWorker:
             self.done_at = {d: t_kill for d, n in self.missing.items() if n == 0}
             self.reconnecting = True
             self.stats.dup = 0  # from here on: duplicates within the new connections
-            t_ready = await self.connect_devices(http, users, b_url)
+            failures_before = self.stats.connect_failures
+            t_ready = await self.connect_devices(http, users, b_url, self.spec.concurrency)
             caught = await self.wait_for(lambda: len(self.done_at) == len(self.devs))
             await phase.step(
                 "caught_up",
@@ -195,6 +196,8 @@ class StormWorker:
                     "dup": self.stats.dup,
                     "dup_after_ack": self.dup_after_ack,
                     "dropped": self.stats.dropped,
+                    "connect_failures": self.stats.connect_failures - failures_before,
+                    "first_connect_error": self.stats.first_connect_error,
                     "sent": self.sent,
                     "send_errors": self.send_errors,
                     "error_codes": self.stats.error_codes,
@@ -206,16 +209,18 @@ class StormWorker:
             await asyncio.gather(*(s.close() for s in socks), return_exceptions=True)
             await http.close()
 
-    async def connect_devices(self, http: Sessions, users: dict[str, Any], url: str) -> int:
-        """Every device of ours connects to `url` (at most `concurrency` at once); when the last
-        one had its ready frame."""
-        sem = asyncio.Semaphore(self.spec.concurrency)
+    async def connect_devices(
+        self, http: Sessions, users: dict[str, Any], url: str, concurrency: int
+    ) -> int:
+        """Every device of ours connects to `url` (at most `concurrency` at once, each trying
+        again like a client when an attempt fails); when the last one had its ready frame."""
+        sem = asyncio.Semaphore(concurrency)
 
         async def one(n: int, d: int) -> None:
             uid, token = users[self.name("d", d)]
             sock = Socket(self, self.stats, d, uid, ack=False)
             async with sem:
-                await sock.connect(http.pick(n), url, token, "storm")
+                await sock.connect_retrying(http.pick(n), url, token, "storm", self.spec.max_time)
             self.socks[d] = sock
 
         async with asyncio.timeout(self.spec.max_time):
@@ -304,6 +309,7 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
         "dup": sum(r["dup"] for r in res) + dup_after_ack,
         "dup_after_ack": dup_after_ack,
         "dropped": sum(r["dropped"] for r in res),
+        "connect_failures": sum(r["connect_failures"] for r in res),
         "send_errors": sum(r["send_errors"] for r in res),
         "error_frames": codes,
         "pg_xacts": pg1["xacts"] - pg0["xacts"],
@@ -314,8 +320,9 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
         "stats_wait_s": a.stats_wait,
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    first_error = next((r["first_error"] for r in res if r["first_error"]), "")
-    if first_error:
-        line["first_error"] = first_error
+    for key in ("first_error", "first_connect_error"):
+        first = next((r[key] for r in res if r[key]), "")
+        if first:
+            line[key] = first
     line["server_log_errors"] = srv.log_errors
     return line
