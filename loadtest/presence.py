@@ -54,6 +54,7 @@ class PresenceWorker:
         self.members = [m for m in range(spec.group_size) if m % K == w]
         self.pairs = [p for p in range(spec.direct // 2) if p % K == w]
         self.socks: dict[str, Socket] = {}
+        self.peer_name: dict[str, str] = {}
         self.last_presence = now_ns()
         self.sent = self.confirmed = self.received = self.send_errors = 0
         self.progress = asyncio.Event()
@@ -111,14 +112,16 @@ class PresenceWorker:
             t0 = await phase.step("setup")
             await asyncio.sleep(max(0, t0 - now_ns()) / 1e9)
             await self.connect_all(http, users, ids)
-            t_ready = max(s.ready_at for s in self.socks.values())
+            t_ready = max((s.ready_at for s in self.socks.values()), default=t0)
             frames_at_ready = self.stats.presence_frames
+            self.last_presence = max(self.last_presence, now_ns())  # the quiet count starts now
             await self.until_quiet()
             counts = self.presence_counts()
             await phase.step(
                 "counted",
                 {
                     "ready_s": (t_ready - t0) / 1e9,
+                    "ready": len(self.socks),
                     "presence_frames_at_ready": frames_at_ready,
                     "quiet_at": self.last_presence,
                     **counts,
@@ -150,6 +153,7 @@ class PresenceWorker:
         for p in self.pairs:
             a, b = self.name("d", 2 * p), self.name("d", 2 * p + 1)
             peers[a], peers[b] = ids[b], ids[a]
+            self.peer_name[a], self.peer_name[b] = b, a
 
         async def one(n: int, name: str) -> None:
             watch = {peers[name]} if name in peers else None
@@ -161,8 +165,11 @@ class PresenceWorker:
                 )
             self.socks[name] = sock
 
-        async with asyncio.timeout(self.spec.max_time):
-            await asyncio.gather(*(one(n, name) for n, name in enumerate(users)))
+        tasks = [asyncio.ensure_future(one(n, name)) for n, name in enumerate(users)]
+        _, pending = await asyncio.wait(tasks, timeout=self.spec.max_time)
+        for task in pending:  # not ready within max_time: reported as devices not ready
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def timed(self, handler: Any) -> Any:
         def on_presence(f: dict[str, Any]) -> None:
@@ -182,6 +189,7 @@ class PresenceWorker:
     def presence_counts(self) -> dict[str, Any]:
         group = [s for n, s in self.socks.items() if n.startswith(f"p{self.spec.tag}g")]
         direct = [s for s in self.socks.values() if s.watch]
+        both = [s for n, s in self.socks.items() if self.peer_name.get(n) in self.socks]
         return {
             "frames_group": sum(s.presence_frames for s in group),
             "frames_direct": sum(s.presence_frames for s in direct),
@@ -190,12 +198,15 @@ class PresenceWorker:
             ),
             "presence_frames": self.stats.presence_frames,
             "presence_users": self.stats.presence_users,
-            "direct_peer_missed": sum(1 for s in direct if not s.seen_online),
+            "direct_peer_missed": sum(1 for s in both if not s.seen_online),
         }
 
     async def deliver_check(self, chats: dict[str, str]) -> None:
+        """User 2p sends one message to 2p+1, in every pair where both are connected."""
         for p in self.pairs:
-            a = self.name("d", 2 * p)
+            a, b = self.name("d", 2 * p), self.name("d", 2 * p + 1)
+            if a not in self.socks or b not in self.socks:
+                continue
             cmid = f"{self.spec.tag}-{p}"
             await self.socks[a].send(
                 {"type": "send", "chat_id": chats[a], "client_msg_id": cmid, "text": "hi"}
@@ -271,6 +282,8 @@ def run_presence(a: Any, target: Target) -> dict[str, Any]:
             "label": a.label,
             "setup_s": round(setup_s, 2),
             "all_ready_s": round(max(c["ready_s"] for c in counted), 3),
+            "devices_ready": sum(c["ready"] for c in counted),
+            "all_ready": sum(c["ready"] for c in counted) == n,
             "presence_settled_s": round((quiet_at - t0) / 1e9, 3),
             "presence_frames": frames,
             "presence_frames_at_ready": sum(c["presence_frames_at_ready"] for c in counted),

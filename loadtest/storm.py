@@ -163,7 +163,7 @@ class StormWorker:
 
                 await asyncio.gather(*(chat(d) for d in self.devs))
             self.chat_dev = {c: d for d, c in self.chats.items()}
-            await self.connect_devices(http, users, a_url, 32)
+            await self.connect_devices(http, users, a_url, 32, partial=False)
             for s in self.senders:
                 sock = Socket(self, self.stats, -1 - s, users[self.name("s", s)][0])
                 await sock.connect(http.pick(s), b_url, users[self.name("s", s)][1], "sender")
@@ -184,12 +184,22 @@ class StormWorker:
             self.reconnecting = True
             self.stats.dup = 0  # from here on: duplicates within the new connections
             failures_before = self.stats.connect_failures
-            t_ready = await self.connect_devices(http, users, b_url, self.spec.concurrency)
-            caught = await self.wait_for(lambda: len(self.done_at) == len(self.devs))
+            t_ready, n_ready = await self.connect_devices(
+                http, users, b_url, self.spec.concurrency, partial=True
+            )
+            caught = False
+            if n_ready == len(self.devs):
+                try:
+                    async with asyncio.timeout(self.spec.max_time):
+                        caught = await self.wait_for(lambda: len(self.done_at) == len(self.devs))
+                except TimeoutError:
+                    pass
             await phase.step(
                 "caught_up",
                 {
                     "reconnect_s": (t_ready - t_kill) / 1e9,
+                    "devices_ready": n_ready,
+                    "devices_caught_up": len(self.done_at),
                     "caught_up_s": (max(self.done_at.values(), default=t_kill) - t_kill) / 1e9,
                     "caught_up_all": caught,
                     "lost": sum(self.missing.values()),
@@ -210,11 +220,13 @@ class StormWorker:
             await http.close()
 
     async def connect_devices(
-        self, http: Sessions, users: dict[str, Any], url: str, concurrency: int
-    ) -> int:
+        self, http: Sessions, users: dict[str, Any], url: str, concurrency: int, partial: bool
+    ) -> tuple[int, int]:
         """Every device of ours connects to `url` (at most `concurrency` at once, each trying
-        again like a client when an attempt fails); when the last one had its ready frame."""
+        again like a client when an attempt fails) within max_time s; (when the last one had its
+        ready frame, how many did). Not `partial`: all must."""
         sem = asyncio.Semaphore(concurrency)
+        ready: list[int] = []
 
         async def one(n: int, d: int) -> None:
             uid, token = users[self.name("d", d)]
@@ -222,10 +234,19 @@ class StormWorker:
             async with sem:
                 await sock.connect_retrying(http.pick(n), url, token, "storm", self.spec.max_time)
             self.socks[d] = sock
+            ready.append(sock.ready_at)
 
-        async with asyncio.timeout(self.spec.max_time):
-            await asyncio.gather(*(one(n, d) for n, d in enumerate(self.devs)))
-        return max((s.ready_at for s in self.socks.values()), default=now_ns())
+        tasks = [asyncio.ensure_future(one(n, d)) for n, d in enumerate(self.devs)]
+        done, pending = await asyncio.wait(tasks, timeout=self.spec.max_time)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        failed = [t.exception() for t in done if t.exception() is not None]
+        if not partial and (pending or failed):
+            raise RuntimeError(
+                f"{len(pending) + len(failed)} devices could not connect: {failed[:1]}"
+            )
+        return max(ready, default=now_ns()), len(ready)
 
 
 async def storm_main(spec: StormSpec, phase: Phase) -> None:
@@ -305,6 +326,8 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
         "reconnect_s": round(max(r["reconnect_s"] for r in res), 3),
         "caught_up_s": round(max(r["caught_up_s"] for r in res), 3),
         "caught_up_all": all(r["caught_up_all"] for r in res),
+        "devices_ready": sum(r["devices_ready"] for r in res),
+        "devices_caught_up": sum(r["devices_caught_up"] for r in res),
         "lost": sum(r["lost"] for r in res),
         "dup": sum(r["dup"] for r in res) + dup_after_ack,
         "dup_after_ack": dup_after_ack,

@@ -71,7 +71,9 @@ KIND_COLS: dict[str, list[tuple[str, str, int]]] = {
     "storm": [
         ("devices", "devices", 0),
         ("backlog", "backlog", 0),
+        ("ready", "devices_ready", 0),
         ("reconnect s", "reconnect_s", 2),
+        ("caught up", "devices_caught_up", 0),
         ("caught up s", "caught_up_s", 2),
         ("lost", "lost", 0),
         ("dup", "dup", 0),
@@ -86,6 +88,7 @@ KIND_COLS: dict[str, list[tuple[str, str, int]]] = {
     "presence": [
         ("group", "group_size", 0),
         ("direct", "direct_users", 0),
+        ("ready", "devices_ready", 0),
         ("ready s", "all_ready_s", 2),
         ("pres frames", "presence_frames", 0),
         ("frames/dev", "presence_frames_per_device", 1),
