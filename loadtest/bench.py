@@ -186,6 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o = ap.add_argument_group("output")
     o.add_argument("--out", default=None, help="append the JSON lines to FILE")
     o.add_argument("--label", default="", help="free text copied into every JSON line")
+    o.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="py-spy the nodes during the measured phase (pairs, connections, groups) into DIR",
+    )
     a = ap.parse_args(argv)
     if a.rate is not None:
         a.rates = str(a.rate)

@@ -185,11 +185,11 @@ class Socket:
         token: str,
         device: str,
         max_time: float,
-        attempt_timeout: float = 30.0,
+        attempt_timeout: float = 10.0,
     ) -> None:
-        """`connect`, tried again like a client after a failed attempt (refused, timed out, no
-        `ready`): 0.2 s, 0.4 s, … at most 2 s apart (jittered), for up to `max_time` s. Every
-        failed attempt counts in `stats.connect_failures`."""
+        """`connect`, tried again like a client after a failed attempt (refused, no `ready`
+        within `attempt_timeout` s): 0.2 s, 0.4 s, … at most 2 s apart (jittered), for up to
+        `max_time` s. Every failed attempt counts in `stats.connect_failures`."""
         deadline = now_ns() + int(max_time * 1e9)
         delay = 0.2
         while True:

@@ -26,9 +26,10 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadtest import profiling, report
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
-from loadtest.servers import Target, cpu_seconds
+from loadtest.servers import Target, cpu_seconds, delta, hwm_bytes, listen_overflows
 
 DEVICE = "bench"
 
@@ -260,8 +261,6 @@ async def groups_main(spec: GroupsSpec, phase: Phase) -> None:
 # ---------------------------------------------------------------------------- parent side
 def run_groups(a: Any, target: Target, topology: str, rate: float) -> dict[str, Any]:
     """One groups run on fresh nodes: the JSON line."""
-    from loadtest import report
-
     with target.servers(2 if topology == "cross" else 1) as srv:
         tag = secrets.token_hex(3)
         K = max(1, a.workers)
@@ -293,17 +292,19 @@ def run_groups(a: Any, target: Target, topology: str, rate: float) -> dict[str, 
             chats: dict[int, str] = {}
             for part in ws.gather("chats", a.max_time):
                 chats.update(part)
+            overflows0 = listen_overflows()
             ws.release(chats)
             ready = ws.gather("ready", 2 * a.max_time + 60)
+            overflows = delta(listen_overflows(), overflows0)
             setup_s = time.monotonic() - t_setup
             spids, ipids = srv.pids, target.infra_pids()
             scpu0, icpu0 = cpu_seconds(spids), cpu_seconds(ipids)
+            prof = profiling.start(a.profile, spids, f"groups-{topology}-{rate:g}")
             t0 = now_ns() + 200_000_000
             ws.release(t0)
             results = ws.gather("done", a.max_time + 120)
+            profiling.finish(prof)
             scpu, icpu = cpu_seconds(spids) - scpu0, cpu_seconds(ipids) - icpu0
-            from loadtest.servers import hwm_bytes
-
             hwm = hwm_bytes(spids)
         base = {
             "kind": "groups",
@@ -318,6 +319,7 @@ def run_groups(a: Any, target: Target, topology: str, rate: float) -> dict[str, 
             "label": a.label,
             "setup_s": round(setup_s, 2),
             "connect_s": round(max(r["connect_s"] for r in ready), 2),
+            "listen_overflows": overflows,
         }
         line = report.groups_line(results, base, scpu, icpu if ipids else None, hwm)
     line["server_log_errors"] = srv.log_errors

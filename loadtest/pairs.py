@@ -17,10 +17,18 @@ import secrets
 import time
 from typing import Any
 
-from loadtest import report
+from loadtest import profiling, report
 from loadtest.client import now_ns, source_addrs
 from loadtest.harness import Workers
-from loadtest.servers import Sampler, Target, cpu_seconds, hwm_bytes, rss_bytes
+from loadtest.servers import (
+    Sampler,
+    Target,
+    cpu_seconds,
+    delta,
+    hwm_bytes,
+    listen_overflows,
+    rss_bytes,
+)
 from loadtest.workload import Spec, worker_main
 
 MB = 1024 * 1024
@@ -73,17 +81,21 @@ def run_pairs(
             setup = ws.gather("setup", 2 * a.max_time + 60)
             rss_before = rss_bytes(spids)
             t_connect = time.monotonic()
+            overflows0 = listen_overflows()
             ws.release()
             ready = ws.gather("ready", a.max_time + 60)
+            overflows = delta(listen_overflows(), overflows0)
             connect_all_s = time.monotonic() - t_connect - a.settle
             rss_after = rss_bytes(spids)
             ipids = target.infra_pids()
             scpu0, icpu0 = cpu_seconds(spids), cpu_seconds(ipids)
             sampler = Sampler(spids, interval)
             sampler.start()
+            prof = profiling.start(a.profile, spids, f"{kind}-{topology}-{rate:g}")
             t0 = now_ns() + 200_000_000
             ws.release(t0)
             results = ws.gather("done", a.max_time + 120)
+            profiling.finish(prof)
             scpu, icpu = cpu_seconds(spids) - scpu0, cpu_seconds(ipids) - icpu0
             samples = sampler.stop()
             hwm = hwm_bytes(spids)
@@ -119,6 +131,7 @@ def run_pairs(
                     "connections": 2 * P,
                     "source_addrs": sum(len(s) for s in sources),
                     "connect_all_s": round(connect_all_s, 2),
+                    "listen_overflows": overflows,
                     "rss_before_connect_mb": round(rss_before / MB, 1),
                     "rss_after_connect_mb": round(rss_after / MB, 1),
                     "rss_per_conn_kib": round((rss_after - rss_before) / 1024 / (2 * P), 1),

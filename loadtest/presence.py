@@ -26,7 +26,7 @@ from typing import Any
 
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
-from loadtest.servers import Target, cpu_seconds
+from loadtest.servers import Target, cpu_seconds, delta, listen_overflows
 
 DEVICE = "bench"
 
@@ -260,9 +260,11 @@ def run_presence(a: Any, target: Target) -> dict[str, Any]:
             setup_s = time.monotonic() - t
             spids, ipids = srv.pids, target.infra_pids()
             cpu0, icpu0 = cpu_seconds(spids), cpu_seconds(ipids)
+            overflows0 = listen_overflows()
             t0 = now_ns() + 200_000_000
             ws.release(t0)
             counted = ws.gather("counted", 3 * a.max_time)
+            overflows = delta(listen_overflows(), overflows0)
             cpu, icpu = cpu_seconds(spids) - cpu0, cpu_seconds(ipids) - icpu0
             ws.release()
             done = ws.gather("done", a.max_time + 60)
@@ -298,6 +300,7 @@ def run_presence(a: Any, target: Target) -> dict[str, Any]:
             ),
             "max_presence_frames_per_device": max(c["max_frames_per_device"] for c in counted),
             "direct_peer_missed": sum(c["direct_peer_missed"] for c in counted),
+            "listen_overflows": overflows,
             "server_cpu_s": round(cpu, 2),
             "infra_cpu_s": round(icpu, 2) if ipids else None,
             "sent": sent,

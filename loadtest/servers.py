@@ -116,6 +116,23 @@ class Sampler(threading.Thread):
         return self.samples
 
 
+def listen_overflows() -> int | None:
+    """This machine's count of connections dropped because a listen queue was full (TcpExt
+    ListenOverflows: the accept backlog of a server overflowed during a connect storm)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+                return int(table["ListenOverflows"])
+    return None
+
+
+def delta(after: int | None, before: int | None) -> int | None:
+    return None if after is None or before is None else after - before
+
+
 def listener_pids(url: str) -> list[int]:
     """The process listening on a loopback URL's port (best effort; [] when unknown)."""
     p = urlsplit(url)

@@ -34,7 +34,7 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
-from loadtest.servers import Target, cpu_seconds
+from loadtest.servers import Target, cpu_seconds, delta, listen_overflows
 
 # setup sends 1,000s of messages per sender: lift the per-user rate limits (setup only)
 NODE_ENV = {"MESSENGER_RATE_BURST": "1000000", "MESSENGER_RATE_PER_SECOND": "1000000"}
@@ -254,16 +254,42 @@ async def storm_main(spec: StormSpec, phase: Phase) -> None:
 
 
 # ---------------------------------------------------------------------------- parent side
-async def pg_stats(url: str) -> dict[str, int]:
+async def pg_stats(url: str) -> dict[str, Any]:
+    """The run's database: transactions and rows read so far, and per table the sequential
+    scans, rows they read, and index scans."""
     conn = await asyncpg.connect(url)
     try:
         row = await conn.fetchrow(
             "SELECT xact_commit + xact_rollback AS xacts, tup_returned + tup_fetched AS rows "
             "FROM pg_stat_database WHERE datname = current_database()"
         )
-        return {"xacts": int(row["xacts"]), "rows": int(row["rows"])}
+        tables = await conn.fetch(
+            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan "
+            "FROM pg_stat_user_tables"
+        )
+        return {
+            "xacts": int(row["xacts"]),
+            "rows": int(row["rows"]),
+            "tables": {
+                t["relname"]: [t["seq_scan"], t["seq_tup_read"], t["idx_scan"]] for t in tables
+            },
+        }
     finally:
         await conn.close()
+
+
+def table_deltas(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
+    """Per table with any scans in between: [seq scans, rows they read, index scans] per device."""
+    out = {}
+    for name, (seq, rows, idx) in after["tables"].items():
+        s0, r0, i0 = before["tables"].get(name, [0, 0, 0])
+        if seq - s0 or idx - i0:
+            out[name] = [
+                round((seq - s0) / n, 2),
+                round((rows - r0) / n, 1),
+                round((idx - i0) / n, 2),
+            ]
+    return out
 
 
 def run_storm(a: Any, target: Target) -> dict[str, Any]:
@@ -297,10 +323,12 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
             ipids = target.infra_pids()
             pg0 = asyncio.run(pg_stats(srv.database_url))
             cpu0, icpu0 = cpu_seconds(b_pid), cpu_seconds(ipids)
+            overflows0 = listen_overflows()
             t_kill = now_ns()
             srv.group.kill(0)
             ws.release(t_kill)
             res = ws.gather("caught_up", 2 * a.max_time)
+            overflows = delta(listen_overflows(), overflows0)
             time.sleep(a.stats_wait)
             pg1 = asyncio.run(pg_stats(srv.database_url))
             cpu, icpu = cpu_seconds(b_pid) - cpu0, cpu_seconds(ipids) - icpu0
@@ -338,6 +366,8 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
         "pg_xacts": pg1["xacts"] - pg0["xacts"],
         "pg_xacts_per_device": round((pg1["xacts"] - pg0["xacts"]) / N, 2),
         "pg_rows_per_device": round((pg1["rows"] - pg0["rows"]) / N, 1),
+        "pg_tables_per_device": table_deltas(pg0, pg1, N),
+        "listen_overflows": overflows,
         "server_cpu_s": round(cpu, 2),
         "infra_cpu_s": round(icpu, 2) if ipids else None,
         "stats_wait_s": a.stats_wait,
