@@ -202,15 +202,25 @@ class PresenceWorker:
         }
 
     async def deliver_check(self, chats: dict[str, str]) -> None:
-        """User 2p sends one message to 2p+1, in every pair where both are connected."""
+        """User 2p sends one message to 2p+1, in every pair where both are still connected
+        (a dropped socket is counted as such, not as a lost message)."""
+
+        def live(name: str) -> bool:
+            sock = self.socks.get(name)
+            return sock is not None and sock.ws is not None and not sock.ws.closed
+
         for p in self.pairs:
             a, b = self.name("d", 2 * p), self.name("d", 2 * p + 1)
-            if a not in self.socks or b not in self.socks:
+            if not (live(a) and live(b)):
                 continue
             cmid = f"{self.spec.tag}-{p}"
-            await self.socks[a].send(
-                {"type": "send", "chat_id": chats[a], "client_msg_id": cmid, "text": "hi"}
-            )
+            try:
+                await self.socks[a].send(
+                    {"type": "send", "chat_id": chats[a], "client_msg_id": cmid, "text": "hi"}
+                )
+            except (OSError, RuntimeError) as e:  # closed under us just now
+                self.stats.first_error = self.stats.first_error or repr(e)[:300]
+                continue
             self.sent += 1
 
         def done() -> bool:
