@@ -16,9 +16,11 @@ direct chat with each of its devices; senders connect to B, devices to A. Then:
 5. after `--stats-wait` s more the parent reads pg_stat_database again: transactions (asyncpg
    runs each statement outside a transaction block as one) and rows read per device.
 
-lost: a confirmed backlog message some device did not get after reconnecting (a message it got
-on A before the kill but did not ack must come again); dup_after_ack: a message at or below the
-acked seq that came again; dup: a seq one connection got twice, plus dup_after_ack.
+lost: a confirmed backlog message (above the seq the device acked) some device did not get after
+reconnecting (a message it got on A before the kill but did not ack must come again);
+dup_after_ack: a message at or below the acked seq that came again; dup: a seq one connection got
+twice, plus dup_after_ack. A send refused in setup (`send_errors`) leaves that chat with fewer
+messages; the acked seq is what each device really acked.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ class StormWorker:
         self.sender_socks: dict[int, Socket] = {}
         self.confirmed: dict[str, set[int]] = {}  # chat -> seqs confirmed by `sent`
         self.sent = self.send_errors = 0
-        self.after: dict[int, set[int]] = {}  # device -> seqs got after the reconnect
+        self.acked_seq: dict[int, int] = {}  # device -> the seq it acked before the kill
+        self.backlog: dict[int, set[int]] = {}  # device -> confirmed seqs above it
+        self.after: dict[int, set[int]] = {}  # device -> backlog seqs got after the reconnect
         self.missing: dict[int, int] = {}
         self.done_at: dict[int, int] = {}
         self.dup_after_ack = 0
@@ -89,15 +93,14 @@ class StormWorker:
             return  # a sender's own copy
         seq = m["seq"]
         if self.reconnecting:
-            if seq <= self.spec.acked:
+            d = sock.index
+            if seq <= self.acked_seq[d]:
                 self.dup_after_ack += 1
-            got = self.after[sock.index]
-            if seq not in got:
-                got.add(seq)
-                if seq in self.confirmed.get(m["chat_id"], ()):
-                    self.missing[sock.index] -= 1
-                    if self.missing[sock.index] == 0:
-                        self.done_at[sock.index] = now
+            elif seq in self.backlog[d] and seq not in self.after[d]:
+                self.after[d].add(seq)
+                self.missing[d] -= 1
+                if self.missing[d] == 0:
+                    self.done_at[d] = now
         self.progress.set()
 
     def on_sent(self, sock: Socket, f: dict[str, Any]) -> None:
@@ -170,14 +173,16 @@ class StormWorker:
                 self.sender_socks[s] = sock
             async with asyncio.timeout(sp.max_time):
                 await self.round(sp.acked, 0)
-                for d in self.devs:
+                for d in self.devs:  # what the device acks: the highest seq it has
+                    self.acked_seq[d] = self.socks[d].last.get(self.chats[d], 0)
                     self.socks[d].ack_all()
                 await asyncio.sleep(1.0)  # acks are durable within 250 ms
                 await self.round(sp.backlog, sp.acked)
             for d in self.devs:
                 self.socks[d].closing = True  # their node is about to die: not a drop
-                backlog = {s for s in self.confirmed.get(self.chats[d], ()) if s > sp.acked}
-                self.missing[d] = len(backlog)
+                confirmed = self.confirmed.get(self.chats[d], set())
+                self.backlog[d] = {s for s in confirmed if s > self.acked_seq[d]}
+                self.missing[d] = len(self.backlog[d])
                 self.after[d] = set()
             t_kill = await phase.step("primed", {"sent": self.sent})
             self.done_at = {d: t_kill for d, n in self.missing.items() if n == 0}
