@@ -234,6 +234,7 @@ def run_matrix(a: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
                     say(f"{a.workload} {topology} rate={shown} run {r + 1}/{a.repeat} FAILED: {e}")
                     line = {
                         "kind": "soak" if a.soak else a.workload,
+                        "label": a.label,
                         "topology": topology,
                         "rate_offered": rate,
                         "error": str(e)[:1000],

@@ -124,7 +124,8 @@ def run_idle(a: Any, target: Target, say: Callable[[str], None]) -> list[dict[st
                 )
             finally:
                 group.stop()
-            bares.append({"kind": "idle", "server": "bare-aiohttp", "target": "echo", **bare})
+            bare_line = {"kind": "idle", "server": "bare-aiohttp", "target": "echo", **bare}
+            bares.append({**bare_line, "label": a.label})
             node["bare_rss_per_conn_kib"] = bare["rss_per_conn_kib"]
             node["node_share_kib"] = round(res["rss_per_conn_kib"] - bare["rss_per_conn_kib"], 2)
         node.update(label=a.label, ts=time.strftime("%Y-%m-%dT%H:%M:%S"))
