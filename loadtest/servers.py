@@ -75,6 +75,22 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """user + system CPU of each process of the trees."""
+    out = {}
+    for p in tree(pids):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used in between by the processes alive at the end (new ones count whole; ones that
+    exited meanwhile, such as the PostgreSQL backends of a killed node, are left out)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def rss_bytes(pids: list[int]) -> int:
     total = 0
     for p in tree(pids):

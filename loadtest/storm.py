@@ -36,7 +36,7 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
-from loadtest.servers import Target, cpu_seconds, delta, listen_overflows
+from loadtest.servers import Target, cpu_by_pid, cpu_delta, cpu_seconds, delta, listen_overflows
 
 # setup sends 1,000s of messages per sender: lift the per-user rate limits (setup only)
 NODE_ENV = {"MESSENGER_RATE_BURST": "1000000", "MESSENGER_RATE_PER_SECOND": "1000000"}
@@ -327,7 +327,7 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
             b_pid = srv.pids[1:]
             ipids = target.infra_pids()
             pg0 = asyncio.run(pg_stats(srv.database_url))
-            cpu0, icpu0 = cpu_seconds(b_pid), cpu_seconds(ipids)
+            cpu0, icpu0 = cpu_seconds(b_pid), cpu_by_pid(ipids)
             overflows0 = listen_overflows()
             t_kill = now_ns()
             srv.group.kill(0)
@@ -336,7 +336,7 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
             overflows = delta(listen_overflows(), overflows0)
             time.sleep(a.stats_wait)
             pg1 = asyncio.run(pg_stats(srv.database_url))
-            cpu, icpu = cpu_seconds(b_pid) - cpu0, cpu_seconds(ipids) - icpu0
+            cpu, icpu = cpu_seconds(b_pid) - cpu0, cpu_delta(icpu0, cpu_by_pid(ipids))
             ws.release()
     N = a.devices
     codes: dict[str, int] = {}
