@@ -320,6 +320,9 @@ def run_presence(a: Any, target: Target) -> dict[str, Any]:
             "dropped": sum(d["dropped"] for d in done),
             "connect_failures": sum(d["connect_failures"] for d in done),
             "send_errors": sum(d["send_errors"] for d in done),
+            "unconfirmed": sent
+            - sum(d["confirmed"] for d in done)
+            - sum(d["send_errors"] for d in done),
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         for key in ("first_error", "first_connect_error"):
