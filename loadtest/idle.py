@@ -23,7 +23,8 @@ import aiohttp
 
 from loadtest import report
 from loadtest.client import Sessions, signup_many, source_addrs
-from loadtest.servers import ServerGroup, Target, rss_bytes
+from loadtest.procstats import rss_bytes
+from loadtest.servers import ServerGroup, Target
 
 MB = 1024 * 1024
 

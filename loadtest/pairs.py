@@ -20,15 +20,15 @@ from typing import Any
 from loadtest import profiling, report
 from loadtest.client import now_ns, source_addrs
 from loadtest.harness import Workers
-from loadtest.servers import (
+from loadtest.procstats import (
     Sampler,
-    Target,
     cpu_seconds,
     delta,
     hwm_bytes,
     listen_overflows,
     rss_bytes,
 )
+from loadtest.servers import Target
 from loadtest.workload import Spec, worker_main
 
 MB = 1024 * 1024

@@ -26,7 +26,8 @@ from typing import Any
 
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
-from loadtest.servers import Target, cpu_seconds, delta, listen_overflows
+from loadtest.procstats import cpu_seconds, delta, listen_overflows
+from loadtest.servers import Target
 
 DEVICE = "bench"
 

@@ -1,5 +1,4 @@
-"""What the bench measures and what it runs on: PostgreSQL + Redis, node (or echo) processes, and
-their CPU / memory as psutil sees them.
+"""What the bench runs on: PostgreSQL + Redis, and node (or echo) processes.
 
 * `Infra`: given URLs, or embedded PostgreSQL and Redis (node.embedded) started once under a temp
   dir. Each run gets a fresh database (CREATE DATABASE on that server, dropped afterwards) and a
@@ -7,8 +6,8 @@ their CPU / memory as psutil sees them.
 * `ServerGroup`: child processes (`python -m node serve`, or the echo relay), each in its own
   process group (start_new_session), stopped by group: SIGTERM, then SIGKILL.
 * `Target`: per run, fresh servers on Infra (or the running nodes given by URL).
-* `cpu_seconds` / `rss_bytes` / `hwm_bytes` over process trees, and `Sampler`, a thread that
-  samples the RSS of a set of processes.
+
+Their CPU, memory and kernel counters: loadtest/procstats.py.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,101 +50,6 @@ def free_port() -> int:
 def with_path(url: str, path: str) -> str:
     p = urlsplit(url)
     return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
-
-
-# ------------------------------------------------------------------------ process statistics
-def tree(pids: list[int]) -> list[psutil.Process]:
-    out: list[psutil.Process] = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            p = psutil.Process(pid)
-            out.append(p)
-            out.extend(p.children(recursive=True))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """user + system CPU of the processes and their live children."""
-    total = 0.0
-    for p in tree(pids):
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def cpu_by_pid(pids: list[int]) -> dict[int, float]:
-    """user + system CPU of each process of the trees."""
-    out = {}
-    for p in tree(pids):
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-    return out
-
-
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU used in between by the processes alive at the end (new ones count whole; ones that
-    exited meanwhile, such as the PostgreSQL backends of a killed node, are left out)."""
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
-
-
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for p in tree(pids):
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
-
-
-def hwm_bytes(pids: list[int]) -> int:
-    """Sum of each process's peak RSS since it started (VmHWM)."""
-    total = 0
-    for p in tree(pids):
-        with contextlib.suppress(OSError), open(f"/proc/{p.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
-class Sampler(threading.Thread):
-    """Samples rss_bytes(pids) every `interval` s into `samples` [(perf_counter s, bytes)]."""
-
-    def __init__(self, pids: list[int], interval: float) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.interval = pids, interval
-        self.samples: list[tuple[float, int]] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            self.samples.append((time.perf_counter(), rss_bytes(self.pids)))
-            if self._halt.wait(self.interval):
-                return
-
-    def stop(self) -> list[tuple[float, int]]:
-        self._halt.set()
-        self.join(5)
-        self.samples.append((time.perf_counter(), rss_bytes(self.pids)))
-        return self.samples
-
-
-def listen_overflows() -> int | None:
-    """This machine's count of connections dropped because a listen queue was full (TcpExt
-    ListenOverflows: the accept backlog of a server overflowed during a connect storm)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/net/netstat") as f:
-            lines = f.read().splitlines()
-        for names, values in zip(lines[::2], lines[1::2], strict=False):
-            if names.startswith("TcpExt:"):
-                table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
-                return int(table["ListenOverflows"])
-    return None
-
-
-def delta(after: int | None, before: int | None) -> int | None:
-    return None if after is None or before is None else after - before
 
 
 def listener_pids(url: str) -> list[int]:

@@ -36,7 +36,8 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
-from loadtest.servers import Target, cpu_by_pid, cpu_delta, cpu_seconds, delta, listen_overflows
+from loadtest.procstats import cpu_by_pid, cpu_delta, cpu_seconds, delta, listen_overflows
+from loadtest.servers import Target
 
 # setup sends 1,000s of messages per sender: lift the per-user rate limits (setup only)
 NODE_ENV = {"MESSENGER_RATE_BURST": "1000000", "MESSENGER_RATE_PER_SECOND": "1000000"}
