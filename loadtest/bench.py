@@ -2,29 +2,34 @@
 
 Default: the 'pairs' workload (P=50 pairs, M=200 messages each) in topologies `single` and
 `cross`, flat out (R=0) and at 1000 msgs/s, against fresh node processes on embedded PostgreSQL
-and Redis; prints a table and one JSON line per configuration. Other modes: `--idle N` (RSS per
-idle WebSocket), `--echo` (the load generator's ceiling against loadtest/echo.py), `--soak S`.
+and Redis; prints a table and one JSON line per configuration. Other workloads (`--workload`):
+groups (fan-out), connections (many sockets at a steady rate), storm (devices with a backlog
+reconnecting after their node is SIGKILLed), presence (a connect storm of a big group and many
+direct chats). Other modes: `--idle N` (RSS per idle WebSocket, node and bare aiohttp), `--echo`
+(the load generator's ceiling against loadtest/echo.py), `--soak S`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import functools
 import math
-import multiprocessing as mp
-import resource
-import secrets
 import signal
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtest import report
-from loadtest.servers import Sampler, Target, cpu_seconds, hwm_bytes, rss_bytes
-from loadtest.workload import Spec, now_ns, signup, worker_entry
+from loadtest import report, tables
+from loadtest.groups import run_groups
+from loadtest.harness import raise_fd_limit
+from loadtest.idle import run_idle
+from loadtest.pairs import run_connections, run_pairs
+from loadtest.presence import run_presence
+from loadtest.servers import Target
+from loadtest.storm import run_storm
+
+WORKLOADS = ("pairs", "groups", "connections", "storm", "presence")
 
 MB = 1024 * 1024
 
@@ -45,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     w = ap.add_argument_group("workload")
     w.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="pairs",
+        help="load shape (default pairs); see loadtest/BENCH.md",
+    )
+    w.add_argument(
         "--topologies",
         default=None,
         help="comma list of single,cross (default both; --soak: single)",
@@ -57,7 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     w.add_argument("--rate", type=float, default=None, help="one rate (shorthand for --rates R)")
     w.add_argument("--pairs", type=int, default=50, help="sender/receiver pairs P (default 50)")
     w.add_argument("--messages", type=int, default=200, help="messages per sender M (default 200)")
-    w.add_argument("--workers", type=int, default=2, help="load-generator processes K (default 2)")
+    w.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="load-generator processes K (default 2; connections: one per 5,000 sockets)",
+    )
     w.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians reported")
     w.add_argument(
         "--drain-timeout",
@@ -67,6 +83,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     w.add_argument("--max-time", type=float, default=300.0, help="cap (s) on each phase")
     w.add_argument("--settle", type=float, default=0.5, help="s between connecting and sending")
+    w.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=32,
+        help="sockets a worker opens at once (pairs, connections; default 32)",
+    )
+    g = ap.add_argument_group("groups / presence")
+    g.add_argument("--groups", type=int, default=2, help="groups G (default 2)")
+    g.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="members S, creator included, at most 1001 (groups: 100; presence: 1000)",
+    )
+    g.add_argument("--group-senders", type=int, default=1, help="senders per group (default 1)")
+    g.add_argument(
+        "--direct-users",
+        type=int,
+        default=10_000,
+        help="presence: users in direct chats, in pairs (default 10000)",
+    )
+    g.add_argument(
+        "--quiet",
+        type=float,
+        default=3.0,
+        help="presence: s without a presence frame that end the count (default 3)",
+    )
+    c = ap.add_argument_group("connections")
+    c.add_argument("--connections", type=int, default=2000, help="sockets N (default 2000)")
+    c.add_argument("--duration", type=float, default=10.0, help="s of traffic (default 10)")
+    s_ = ap.add_argument_group("storm")
+    s_.add_argument("--devices", type=int, default=1000, help="devices N (default 1000)")
+    s_.add_argument("--backlog", type=int, default=10, help="unacked messages each (default 10)")
+    s_.add_argument("--acked", type=int, default=2, help="acked before the kill (default 2)")
+    s_.add_argument("--per-sender", type=int, default=100, help="devices per sender (default 100)")
+    s_.add_argument(
+        "--stats-wait",
+        type=float,
+        default=11.0,
+        help="s of quiet before reading pg_stat_database (PostgreSQL flushes idle backends' "
+        "counters every 10 s; default 11)",
+    )
     m = ap.add_argument_group("modes")
     m.add_argument(
         "--idle",
@@ -128,15 +186,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o = ap.add_argument_group("output")
     o.add_argument("--out", default=None, help="append the JSON lines to FILE")
     o.add_argument("--label", default="", help="free text copied into every JSON line")
+    o.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="py-spy the nodes during the measured phase (pairs, connections, groups) into DIR",
+    )
     a = ap.parse_args(argv)
     if a.rate is not None:
         a.rates = str(a.rate)
     if a.soak is not None and not a.rate:
         ap.error("--soak needs --rate R > 0")
-    a.topologies = csv(a.topologies or ("single" if a.soak or a.echo else "single,cross"))
+    one_topology = a.soak or a.echo or a.workload in ("connections", "storm", "presence")
+    a.topologies = csv(a.topologies or ("single" if one_topology else "single,cross"))
     if set(a.topologies) - {"single", "cross"}:
         ap.error("--topologies: single and/or cross")
-    a.rates = csv(a.rates or ("0" if a.echo else "0,1000"), float)
+    default_rates = {"groups": "0", "connections": "1000", "storm": "0", "presence": "0"}
+    a.rates = csv(a.rates or ("0" if a.echo else default_rates.get(a.workload, "0,1000")), float)
+    if a.group_size is None:
+        a.group_size = 1000 if a.workload == "presence" else 100
+    if not 2 <= a.group_size <= 1001:
+        ap.error("--group-size: 2 to 1001")
+    if a.workers is None:
+        a.workers = math.ceil(a.connections / 5000) if a.workload == "connections" else 2
+        a.workers = max(2, a.workers)
+    if (a.echo or a.soak) and a.workload != "pairs":
+        ap.error("--echo and --soak are modes of the pairs workload")
     a.urls = csv(a.url) if a.url else []
     a.server_pid_list = csv(a.server_pids, int)
     a.infra_pid_list = csv(a.infra_pids, int)
@@ -144,239 +219,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-# ------------------------------------------------------------------------ one pairs run
-def run_pairs(
-    a: argparse.Namespace,
-    target: Target,
-    topology: str,
-    rate: float,
-    messages: int,
-    interval: float,
-) -> tuple[dict[str, Any], list[tuple[float, int]]]:
-    """Fresh servers, K workers, measured phase; the run's JSON line and RSS samples."""
-    with target.servers(2 if topology == "cross" else 1) as srv:
-        urls, spids = srv.urls, srv.pids
-        tag = secrets.token_hex(3)
-        K = max(1, min(a.workers, a.pairs))
-        specs = [
-            Spec(
-                mode="echo" if a.echo else "node",
-                send_url=urls[0],
-                recv_url=urls[1] if topology == "cross" else urls[0],
-                pairs=[i for i in range(a.pairs) if i % K == w],
-                total_pairs=a.pairs,
-                messages=messages,
-                rate=rate,
-                tag=tag,
-                drain_timeout=a.drain_timeout,
-                max_time=a.max_time,
-                settle=a.settle,
-            )
-            for w in range(K)
-        ]
-        ctx = mp.get_context("spawn")
-        pipes, procs = [], []
-        try:
-            for spec in specs:
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=worker_entry, args=(spec, child), daemon=True)
-                p.start()
-                pipes.append(parent)
-                procs.append(p)
-            ready = [_expect(pc, "ready", 2 * a.max_time + 60) for pc in pipes]
-            ipids = target.infra_pids()
-            scpu0, icpu0 = cpu_seconds(spids), cpu_seconds(ipids)
-            sampler = Sampler(spids, interval)
-            sampler.start()
-            t0 = now_ns() + 200_000_000
-            for pc in pipes:
-                pc.send(t0)
-            results = [_expect(pc, "done", a.max_time + 120) for pc in pipes]
-            scpu, icpu = cpu_seconds(spids) - scpu0, cpu_seconds(ipids) - icpu0
-            samples = sampler.stop()
-            hwm = hwm_bytes(spids)
-            for pc in pipes:
-                pc.send("close")
-        finally:
-            for p in procs:
-                p.join(15)
-                if p.is_alive():
-                    p.kill()
-        server: dict[str, Any] = {
-            "server_cpu_s": None,
-            "server_rss_peak_mb": None,
-            "server_rss_end_mb": None,
-        }
-        if spids:
-            peak = hwm if srv.fresh else max(b for _, b in samples)
-            server = {
-                "server_cpu_s": round(scpu, 2),
-                "server_rss_peak_mb": round(peak / MB, 1),
-                "server_rss_end_mb": round(samples[-1][1] / MB, 1),
-            }
-        server["infra_cpu_s"] = round(icpu, 2) if ipids else None
-        base = {
-            "kind": "pairs",
-            "target": "echo" if a.echo else ("url" if a.urls else "node"),
-            "topology": topology,
-            "rate_offered": rate,
-            "pairs": a.pairs,
-            "messages": messages,
-            "workers": K,
-            "label": a.label,
-            "setup_s": round(max(r["setup_s"] for r in ready), 2),
-            "connect_s": round(max(r["connect_s"] for r in ready), 2),
-        }
-        line = report.pairs_line(report.merge(results), base, server)
-    line["server_log_errors"] = srv.log_errors
-    return line, [(t - t0 / 1e9, b) for t, b in samples]  # seconds since t0
-
-
-def _expect(pc: Any, what: str, timeout: float) -> Any:
-    if not pc.poll(timeout):
-        raise RuntimeError(f"a worker sent no '{what}' within {timeout:.0f}s")
-    kind, payload = pc.recv()
-    if kind != what:
-        raise RuntimeError(f"worker failed: {payload}")
-    return payload
-
-
 # ------------------------------------------------------------------------ modes
 def run_matrix(a: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
+    """Every configuration (topology x rate) of the chosen workload, `--repeat` times each."""
     lines = []
     for topology in a.topologies:
-        for rate in a.rates:
+        for rate in a.rates if a.workload in ("pairs", "groups") else [a.rates[0]]:
             runs = []
             for r in range(a.repeat):
                 shown = f"{rate:g}" if rate else "max"
                 try:
-                    if a.soak:
-                        messages = math.ceil(a.rate * a.soak / a.pairs)
-                        warmup = a.warmup if a.warmup is not None else min(60.0, 0.2 * a.soak)
-                        a.max_time = max(a.max_time, a.soak + 60)
-                        line, samples = run_pairs(
-                            a, target, topology, rate, messages, a.sample_interval or 5.0
-                        )
-                        line.update(report.soak_fields(samples, a.soak, warmup))
-                    else:
-                        line, _ = run_pairs(
-                            a, target, topology, rate, a.messages, a.sample_interval or 0.5
-                        )
+                    line = run_one(a, target, topology, rate)
                 except RuntimeError as e:  # a node that did not start, a failed worker
-                    say(f"{topology} rate={shown} run {r + 1}/{a.repeat} FAILED: {e}")
+                    say(f"{a.workload} {topology} rate={shown} run {r + 1}/{a.repeat} FAILED: {e}")
                     line = {
-                        "kind": "soak" if a.soak else "pairs",
+                        "kind": "soak" if a.soak else a.workload,
+                        "label": a.label,
                         "topology": topology,
                         "rate_offered": rate,
                         "error": str(e)[:1000],
                     }
                     runs.append(line)
                     continue
-                say(
-                    f"{line['target']} {topology} rate={shown} run {r + 1}/{a.repeat}: "
-                    f"{line['delivered']}/{line['planned']} delivered, {line['msgs_per_s']:,.0f} "
-                    f"msgs/s, p50 {line['p50_ms']} ms, lost {line['lost']}, dup {line['dup']}"
-                )
+                say(f"{a.workload} {topology} rate={shown} run {r + 1}/{a.repeat}: {summary(line)}")
                 runs.append(line)
             lines.append(report.median_line(runs))
             emit(a, lines[-1])
     return lines
 
 
-async def run_idle_clients(
-    url: str, n: int, devices: int, rss: Any, max_time: float
-) -> dict[str, Any]:
-    """N idle WebSockets: N/D users with D devices each; the node's RSS before and after."""
-    import aiohttp
-
-    users = [f"idle{secrets.token_hex(3)}u{u}" for u in range(math.ceil(n / max(1, devices)))]
-    tokens: dict[str, str] = {}
-    sem = asyncio.Semaphore(16)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-
-        async def register(user: str) -> None:
-            async with sem:
-                tokens[user] = (await signup(http, url, user))[1]
-
-        t = time.monotonic()
-        async with asyncio.timeout(max_time):
-            await asyncio.gather(*(register(u) for u in users))
-        setup_s = time.monotonic() - t
-        sockets: list[aiohttp.ClientWebSocketResponse] = []
-        sem = asyncio.Semaphore(64)
-
-        async def connect(c: int) -> None:
-            user = users[c % len(users)]
-            async with sem:
-                ws = await http.ws_connect(
-                    f"{url}/api/v1/ws?device_id=idle{c // len(users)}",
-                    headers={"Authorization": f"Bearer {tokens[user]}"},
-                )
-                sockets.append(ws)
-                first = await ws.receive(timeout=30)
-            if first.type != aiohttp.WSMsgType.TEXT or '"ready"' not in first.data:
-                raise RuntimeError(f"{user}: expected a ready frame, got {first.data!r:.200}")
-
-        try:
-            # warm-up: a few sockets opened and closed first, so that one-off costs (lazy imports,
-            # first allocations of the WebSocket path) are not charged to the idle connections
-            await asyncio.gather(*(connect(c) for c in range(min(10, n))))
-            await asyncio.gather(*(ws.close() for ws in sockets))
-            sockets.clear()
-            await asyncio.sleep(1.0)
-            before = rss()
-            t = time.monotonic()
-            async with asyncio.timeout(max_time):
-                await asyncio.gather(*(connect(c) for c in range(n)))
-            connect_s = time.monotonic() - t
-            await asyncio.sleep(2.0)  # presence and session set-up settle
-            after = rss()
-            open_now = sum(1 for ws in sockets if not ws.closed)
-        finally:
-            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    return {
-        "connections": n,
-        "users": len(users),
-        "devices_per_user": devices,
-        "open_at_end": open_now,
-        "setup_s": round(setup_s, 2),
-        "connect_s": round(connect_s, 2),
-        "rss_before": before,
-        "rss_after": after,
+def run_one(a: argparse.Namespace, target: Target, topology: str, rate: float) -> dict[str, Any]:
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "groups": lambda: run_groups(a, target, topology, rate),
+        "connections": lambda: run_connections(a, target, topology),
+        "storm": lambda: run_storm(a, target),
+        "presence": lambda: run_presence(a, target),
     }
+    if a.workload in runners:
+        return runners[a.workload]()
+    if a.soak:
+        messages = math.ceil(a.rate * a.soak / a.pairs)
+        warmup = a.warmup if a.warmup is not None else min(60.0, 0.2 * a.soak)
+        a.max_time = max(a.max_time, a.soak + 60)
+        line, samples = run_pairs(a, target, topology, rate, messages, a.sample_interval or 5.0)
+        line.update(report.soak_fields(samples, a.soak, warmup))
+        return line
+    line, _ = run_pairs(a, target, topology, rate, a.messages, a.sample_interval or 0.5)
+    return line
 
 
-def run_idle(a: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
-    lines = []
-    for r in range(a.repeat):
-        with target.servers(1) as srv:
-            urls, spids = srv.urls, srv.pids
-            if not spids:
-                raise SystemExit("--idle against --url needs --server-pids")
-            res = asyncio.run(
-                run_idle_clients(
-                    urls[0], a.idle, a.idle_devices, functools.partial(rss_bytes, spids), a.max_time
-                )
-            )
-            before, after = res.pop("rss_before"), res.pop("rss_after")
-            line = {
-                "kind": "idle",
-                "target": "url" if a.urls else "node",
-                "label": a.label,
-                **res,
-                "rss_before_mb": round(before / MB, 1),
-                "rss_after_mb": round(after / MB, 1),
-                "rss_per_conn_kib": round((after - before) / 1024 / max(1, a.idle), 1),
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            say(
-                f"idle run {r + 1}/{a.repeat}: {line['connections']} sockets, "
-                f"{line['rss_per_conn_kib']} KiB each"
-            )
-            lines.append(line)
-    lines = [report.median_line(lines)]
-    emit(a, lines[0])
-    return lines
+def summary(line: dict[str, Any]) -> str:
+    """One progress line for stderr."""
+    keys = {
+        "pairs": ("delivered", "msgs_per_s", "p50_ms", "p99_ms"),
+        "soak": ("delivered", "msgs_per_s", "p50_ms", "p99_ms"),
+        "groups": ("deliveries", "deliveries_per_s", "p50_ms", "p99_ms"),
+        "connections": ("connections", "connect_all_s", "rss_per_conn_kib", "p99_ms"),
+        "storm": ("devices", "caught_up_s", "pg_xacts_per_device"),
+        "presence": ("all_ready_s", "presence_frames", "presence_update_failed"),
+    }[line["kind"]]
+    shown = ", ".join(f"{k} {line.get(k)}" for k in (*keys, "lost", "dup", "dropped"))
+    return f"{line['target']}: {shown}"
 
 
 def emit(a: argparse.Namespace, line: dict[str, Any]) -> None:
@@ -385,16 +288,22 @@ def emit(a: argparse.Namespace, line: dict[str, Any]) -> None:
             f.write(report.dumps(line) + "\n")
 
 
-def raise_fd_limit(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard == resource.RLIM_INFINITY else min(hard, max(soft, need))
-    if want > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    raise_fd_limit(2 * (a.idle or 0) + 4 * a.pairs + 1024)  # inherited by the nodes too
+    sockets = {
+        "pairs": 2 * a.pairs,
+        "groups": a.groups * a.group_size,
+        "connections": a.connections,
+        "storm": a.devices + a.devices // max(1, a.per_sender) + 1,
+        "presence": a.group_size + a.direct_users,
+    }[a.workload]
+    need = 2 * max(a.idle or 0, sockets) + 4096
+    got = raise_fd_limit(need)  # inherited by the nodes too
+    if got < need:
+        say(
+            f"RLIMIT_NOFILE: {got} file descriptors per process at most here (hard limit; "
+            f"raising it needs CAP_SYS_RESOURCE): a node can hold fewer sockets than that"
+        )
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -415,11 +324,16 @@ def main(argv: list[str] | None = None) -> int:
                 logdir=logdir,
                 say=say,
             ) as target:
-                lines = run_idle(a, target) if a.idle else run_matrix(a, target)
+                if a.idle:
+                    lines = run_idle(a, target, say)
+                    for line in lines:
+                        emit(a, line)
+                else:
+                    lines = run_matrix(a, target)
         except KeyboardInterrupt:
             say("interrupted")
             return 130
-    print(report.table(lines))
+    print(tables.table(lines))
     for line in lines:
         print(report.dumps(line))
     return 1 if any("error" in line for line in lines) else 0

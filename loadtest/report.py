@@ -18,6 +18,10 @@ WORST = (
     "unconfirmed",
     "send_errors",
     "server_log_errors",
+    "dropped",
+    "dup_after_ack",
+    "presence_update_failed",
+    "direct_peer_missed",
 )
 SUMMED = (
     "sent",
@@ -30,6 +34,7 @@ SUMMED = (
     "other_errors",
     "lost",
     "unconfirmed",
+    "dropped",
 )
 MB = 1024 * 1024
 
@@ -86,6 +91,7 @@ def pairs_line(m: dict[str, Any], base: dict[str, Any], server: dict[str, Any]) 
             "misrouted": m["misrouted"],
             "unconfirmed": m["unconfirmed"],
             "send_errors": m["send_errors"],
+            "dropped": m["dropped"],
             "error_frames": m["error_codes"],
             "msgs_per_s": round(m["delivered"] / wall, 1) if wall else 0.0,
             "wall_s": round(wall, 3) if wall else None,
@@ -159,94 +165,106 @@ def soak_fields(samples: list[tuple[float, int]], duration: float, warmup: float
     }
 
 
-def _fmt(v: Any, nd: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{nd}f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-PAIRS_COLS = [  # (header, key, decimals)
-    ("target", "target", 0),
-    ("topo", "topology", 0),
-    ("rate", "rate_offered", 0),
-    ("msgs", "planned", 0),
-    ("msgs/s", "msgs_per_s", 0),
-    ("p50 ms", "p50_ms", 1),
-    ("p95 ms", "p95_ms", 1),
-    ("p99 ms", "p99_ms", 1),
-    ("max ms", "max_ms", 1),
-    ("lost", "lost", 0),
-    ("dup", "dup", 0),
-    ("srv CPU s", "server_cpu_s", 2),
-    ("CPU ms/msg", "server_cpu_ms_per_msg", 3),
-    ("srv RSS MB", "server_rss_peak_mb", 0),
-    ("infra CPU s", "infra_cpu_s", 2),
-    ("client CPU s", "client_cpu_s", 2),
-]
-
-
-def table(lines: list[dict[str, Any]]) -> str:
-    """A plain-text table of pairs/soak lines, then idle lines in their own table."""
-    out = []
-    runs = [ln for ln in lines if ln["kind"] in ("pairs", "soak")]
-    if runs:
-        rows = [[h for h, _, _ in PAIRS_COLS]]
-        for ln in runs:
-            row = []
-            for _, key, nd in PAIRS_COLS:
-                v = ln.get(key)
-                if key == "rate_offered":
-                    v = "max" if not v else _fmt(float(v), 0)
-                row.append(_fmt(v, nd))
-            rows.append(row)
-        out.append(_render(rows))
-    for ln in lines:
-        if "error" in ln:
-            out.append(f"FAILED {ln['kind']} {ln.get('topology', '')}: {ln['error'][:300]}")
-        elif ln["kind"] == "soak":
-            out.append(
-                f"soak {ln['duration_s']:.0f}s at {ln['rate_offered']:.0f} msgs/s: node RSS "
-                f"start {ln['rss_start_mb']} MB, end {ln['rss_end_mb']} MB, "
-                f"min {ln['rss_min_mb']} MB, max {ln['rss_max_mb']} MB; after "
-                f"{ln['warmup_s']:.0f}s warm-up within ±10% of {ln['rss_baseline_mb']} MB: "
-                f"{'yes' if ln['rss_stable'] else 'NO'}"
-            )
-    idle = [ln for ln in lines if ln["kind"] == "idle"]
-    if idle:
-        rows = [["idle conns", "users", "RSS before MB", "RSS after MB", "KiB/conn", "connect s"]]
-        for ln in idle:
-            rows.append(
-                [
-                    _fmt(ln["connections"]),
-                    _fmt(ln["users"]),
-                    _fmt(ln["rss_before_mb"]),
-                    _fmt(ln["rss_after_mb"]),
-                    _fmt(ln["rss_per_conn_kib"]),
-                    _fmt(ln["connect_s"], 2),
-                ]
-            )
-        out.append(_render(rows))
-    return "\n\n".join(out)
-
-
-def _render(rows: list[list[str]]) -> str:
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    text = []
-    for n, r in enumerate(rows):
-        text.append(
-            "  ".join(
-                v.ljust(w) if c < 2 else v.rjust(w)
-                for c, (v, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if n == 0:
-            text.append("  ".join("-" * w for w in widths))
-    return "\n".join(text)
-
-
 def dumps(line: dict[str, Any]) -> str:
     return json.dumps(line, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------- other workloads
+def pooled(results: list[dict[str, Any]], key: str = "lat") -> list[int]:
+    lat = array("q")
+    for r in results:
+        lat.extend(r[key])
+    return sorted(lat)
+
+
+def codes(results: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        for code, n in r["error_codes"].items():
+            out[code] = out.get(code, 0) + n
+    return out
+
+
+def latency_fields(lat: list[int]) -> dict[str, Any]:
+    return {
+        "p50_ms": ms(pct(lat, 50)),
+        "p95_ms": ms(pct(lat, 95)),
+        "p99_ms": ms(pct(lat, 99)),
+        "max_ms": ms(lat[-1] if lat else None),
+    }
+
+
+def groups_line(
+    results: list[dict[str, Any]],
+    base: dict[str, Any],
+    server_cpu: float,
+    infra_cpu: float | None,
+    hwm: int,
+) -> dict[str, Any]:
+    """The JSON line of one groups run. Lost: per receiving member, its group's confirmed
+    messages minus the unique ones it received."""
+    confirmed: dict[int, int] = {}
+    for r in results:
+        for g, n in r["confirmed"].items():
+            confirmed[int(g)] = confirmed.get(int(g), 0) + n
+    lost = 0
+    for r in results:
+        for g, counts in r["received_per_group"].items():
+            lost += sum(max(0, confirmed.get(int(g), 0) - n) for n in counts)
+    sent = sum(r["sent"] for r in results)
+    deliveries = sum(r["deliveries"] for r in results)
+    first = min((r["first_send"] for r in results if r["first_send"]), default=0)
+    last_recv = max(r["last_recv"] for r in results)
+    last_confirm = max(r["last_confirm"] for r in results)
+    wall = (last_recv - first) / 1e9 if last_recv > first else None
+    in_wall = (last_confirm - first) / 1e9 if last_confirm > first else None
+    n_conf = sum(confirmed.values())
+    receivers = base["group_size"] - base["senders_per_group"]
+    line = dict(base)
+    line.update(
+        {
+            "planned": base["groups"] * base["senders_per_group"] * base["messages"],
+            "deliveries_planned": base["groups"]
+            * base["senders_per_group"]
+            * base["messages"]
+            * (base["group_size"] - 1),
+            "deliveries_offered_per_s": (
+                round(base["rate_offered"] * (base["group_size"] - 1), 1)
+                if base["rate_offered"]
+                else None
+            ),
+            "sent": sent,
+            "confirmed": n_conf,
+            "deliveries": deliveries,
+            "lost": lost,
+            "dup": sum(r["dup"] for r in results),
+            "out_of_order": sum(r["out_of_order"] for r in results),
+            "dropped": sum(r["dropped"] for r in results),
+            "connect_failures": sum(r["connect_failures"] for r in results),
+            "unconfirmed": sent - n_conf - sum(r["send_errors"] for r in results),
+            "send_errors": sum(r["send_errors"] for r in results),
+            "error_frames": codes(results),
+            "msgs_in_per_s": round(n_conf / in_wall, 1) if in_wall else 0.0,
+            "deliveries_per_s": round(deliveries / wall, 1) if wall else 0.0,
+            "wall_s": round(wall, 3) if wall else None,
+            **latency_fields(pooled(results)),
+            "max_send_lag_ms": ms(max(r["max_lag"] for r in results)),
+            "server_cpu_s": round(server_cpu, 2),
+            "server_cpu_us_per_delivery": (
+                round(server_cpu * 1e6 / deliveries, 2) if deliveries else None
+            ),
+            "server_rss_peak_mb": round(hwm / MB, 1),
+            "infra_cpu_s": round(infra_cpu, 2) if infra_cpu is not None else None,
+            "client_cpu_s": round(sum(r["cpu"] for r in results), 2),
+            "receivers_per_group": receivers,
+        }
+    )
+    first_error = next((r["first_error"] for r in results if r["first_error"]), "")
+    if first_error:
+        line["first_error"] = first_error
+    if any(r["timed_out"] for r in results):
+        line["timed_out"] = True
+    if not all(r["drained"] for r in results):
+        line["drain_timed_out"] = True
+    line["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return line

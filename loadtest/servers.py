@@ -1,5 +1,4 @@
-"""What the bench measures and what it runs on: PostgreSQL + Redis, node (or echo) processes, and
-their CPU / memory as psutil sees them.
+"""What the bench runs on: PostgreSQL + Redis, and node (or echo) processes.
 
 * `Infra`: given URLs, or embedded PostgreSQL and Redis (node.embedded) started once under a temp
   dir. Each run gets a fresh database (CREATE DATABASE on that server, dropped afterwards) and a
@@ -7,8 +6,8 @@ their CPU / memory as psutil sees them.
 * `ServerGroup`: child processes (`python -m node serve`, or the echo relay), each in its own
   process group (start_new_session), stopped by group: SIGTERM, then SIGKILL.
 * `Target`: per run, fresh servers on Infra (or the running nodes given by URL).
-* `cpu_seconds` / `rss_bytes` / `hwm_bytes` over process trees, and `Sampler`, a thread that
-  samples the RSS of a set of processes.
+
+Their CPU, memory and kernel counters: loadtest/procstats.py.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,68 +50,6 @@ def free_port() -> int:
 def with_path(url: str, path: str) -> str:
     p = urlsplit(url)
     return urlunsplit((p.scheme, p.netloc, path, p.query, p.fragment))
-
-
-# ------------------------------------------------------------------------ process statistics
-def tree(pids: list[int]) -> list[psutil.Process]:
-    out: list[psutil.Process] = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            p = psutil.Process(pid)
-            out.append(p)
-            out.extend(p.children(recursive=True))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """user + system CPU of the processes and their live children."""
-    total = 0.0
-    for p in tree(pids):
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for p in tree(pids):
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
-
-
-def hwm_bytes(pids: list[int]) -> int:
-    """Sum of each process's peak RSS since it started (VmHWM)."""
-    total = 0
-    for p in tree(pids):
-        with contextlib.suppress(OSError), open(f"/proc/{p.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
-class Sampler(threading.Thread):
-    """Samples rss_bytes(pids) every `interval` s into `samples` [(perf_counter s, bytes)]."""
-
-    def __init__(self, pids: list[int], interval: float) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.interval = pids, interval
-        self.samples: list[tuple[float, int]] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            self.samples.append((time.perf_counter(), rss_bytes(self.pids)))
-            if self._halt.wait(self.interval):
-                return
-
-    def stop(self) -> list[tuple[float, int]]:
-        self._halt.set()
-        self.join(5)
-        self.samples.append((time.perf_counter(), rss_bytes(self.pids)))
-        return self.samples
 
 
 def listener_pids(url: str) -> list[int]:
@@ -286,6 +222,20 @@ class ServerGroup:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.poll() is None]
 
+    def kill(self, n: int) -> None:
+        """SIGKILL server n's process group (a node dying without a word)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.procs[n].pid, signal.SIGKILL)
+        self.procs[n].wait(10)
+
+    def count_in_logs(self, text: str) -> int:
+        """Lines of the servers' logs that contain `text`."""
+        count = 0
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                count += sum(text in line for line in log.read_text(errors="replace").splitlines())
+        return count
+
     def log_errors(self) -> int:
         count = 0
         for log in self.logs:
@@ -320,6 +270,8 @@ class RunServers:
     pids: list[int]
     fresh: bool  # started for this run (so VmHWM is this run's peak)
     log_errors: int | None = None  # error lines in their logs, known once they stopped
+    group: ServerGroup | None = None  # the processes, when started for this run
+    database_url: str | None = None  # this run's database, when started for this run
 
 
 class Target:
@@ -359,15 +311,16 @@ class Target:
         return self.infra.pids() if self.infra else self._infra_pids
 
     @contextlib.contextmanager
-    def servers(self, count: int) -> Iterator[RunServers]:
-        """The servers of one run: `count` fresh nodes on a fresh database, or the URLs."""
+    def servers(self, count: int, env: dict[str, str] | None = None) -> Iterator[RunServers]:
+        """The servers of one run: `count` fresh nodes on a fresh database, or the URLs.
+        `env`: defaults of this workload for the nodes' environment (`--node-env` wins)."""
         if self.urls:
             if count > len(self.urls):
                 raise SystemExit("cross needs two URLs in --url")
             yield RunServers(self.urls, self.server_pids, False)
             return
         group = ServerGroup(self.logdir)
-        run = RunServers([], [], True)
+        run = RunServers([], [], True, group=group)
         db = None
         try:
             if self.echo:
@@ -375,7 +328,8 @@ class Target:
             else:
                 assert self.infra is not None and self.infra.redis_url
                 db = self.infra.fresh_database()
-                group.start_nodes(count, db, self.infra.redis_url, self.node_env)
+                group.start_nodes(count, db, self.infra.redis_url, {**(env or {}), **self.node_env})
+                run.database_url = db
             group.wait_healthy()
             run.urls, run.pids = group.urls, group.pids()
             yield run

@@ -25,39 +25,14 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
-now_ns = time.perf_counter_ns
-PASSWORD = "bench-password-1"
-ACK_DELAY = 0.02
-
-
-async def api(
-    http: aiohttp.ClientSession,
-    base: str,
-    method: str,
-    path: str,
-    token: str | None = None,
-    **kw: Any,
-) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.request(method, f"{base}/api/v1{path}", headers=headers, **kw) as r:
-        body = await r.read()
-        if r.status >= 300:
-            raise RuntimeError(f"{method} {path} -> {r.status} {body[:200]!r}")
-        return orjson.loads(body)
-
-
-async def signup(http: aiohttp.ClientSession, base: str, user: str) -> tuple[str, str]:
-    """Register and log in; (user id, access token)."""
-    creds = {"username": user, "password": PASSWORD}
-    js = await api(http, base, "POST", "/auth/register", json=creds)
-    tok = await api(http, base, "POST", "/auth/login", json=creds)
-    return str(js["user"]["id"]), tok["access_token"]
+from loadtest.client import ACK_DELAY, Sessions, api, now_ns, signup
+from loadtest.harness import Phase
 
 
 @dataclass
@@ -76,12 +51,14 @@ class Spec:
     max_time: float = 300.0
     settle: float = 0.5
     setup_concurrency: int = 16
+    connect_concurrency: int = 32
+    source_addrs: list[str] = field(default_factory=list)  # loopback sources for the sockets
 
 
 class Counters:
     def __init__(self) -> None:
         self.sent = self.confirmed = self.delivered = self.dup = self.out_of_order = 0
-        self.misrouted = self.send_errors = self.other_errors = 0
+        self.misrouted = self.send_errors = self.other_errors = self.dropped = 0
         self.first_send = self.last_send = self.last_recv = self.max_lag = 0  # ns
         self.error_codes: dict[str, int] = {}
         self.first_error = ""
@@ -101,7 +78,8 @@ class Worker:
         self.tokens: dict[str, str] = {}
         self.chats: dict[int, str] = {}
         self.conns: list[Conn] = []
-        self.http: aiohttp.ClientSession | None = None
+        self.sessions = Sessions(spec.source_addrs)
+        self.http = self.sessions.rest
 
     def name(self, i: int, role: str) -> str:
         return f"b{self.spec.tag}{role}{i}"
@@ -168,17 +146,17 @@ class Worker:
         await asyncio.gather(*(pair(i) for i in self.spec.pairs))
 
     async def connect(self) -> None:
-        sem = asyncio.Semaphore(32)
+        sem = asyncio.Semaphore(self.spec.connect_concurrency)
 
         async def one(i: int, role: str) -> Conn:
             user = self.name(i, role)
             base = self.spec.recv_url if role == "r" else self.spec.send_url
-            assert self.http is not None
+            http = self.sessions.pick(2 * i + (role == "r"))
             async with sem:
                 if self.spec.mode == "echo":
-                    ws = await self.http.ws_connect(f"{base}/ws?name={user}", max_msg_size=0)
+                    ws = await http.ws_connect(f"{base}/ws?name={user}", max_msg_size=0)
                 else:
-                    ws = await self.http.ws_connect(
+                    ws = await http.ws_connect(
                         f"{base}/api/v1/ws?device_id=bench",
                         max_msg_size=0,
                         heartbeat=None,
@@ -259,8 +237,7 @@ class Worker:
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.conns), return_exceptions=True)
-        if self.http is not None:
-            await self.http.close()
+        await self.sessions.close()
 
 
 class Conn:
@@ -278,6 +255,7 @@ class Conn:
         self.pending_ack: dict[str, int] = {}
         self.acks: set[asyncio.Future[None]] = set()
         self.loop = asyncio.get_running_loop()
+        self.closing = False
         self.reader = asyncio.ensure_future(self.read())
 
     async def read(self) -> None:
@@ -293,6 +271,8 @@ class Conn:
                 w.on_confirm(f["client_msg_id"])
             elif kind == "error":
                 w.on_error(f)
+        if not self.closing:
+            w.c.dropped += 1
 
     def on_message(self, m: dict[str, Any]) -> None:
         now = now_ns()
@@ -325,7 +305,7 @@ class Conn:
 
     def ack(self, chat: str) -> None:
         seq = self.pending_ack.pop(chat, None)
-        if seq is not None and not self.ws.closed:
+        if seq is not None and not self.ws.closed and not self.closing:
             frame = orjson.dumps({"type": "ack", "chat_id": chat, "seq": seq}).decode()
             task = asyncio.ensure_future(self.ws.send_str(frame))
             self.acks.add(task)
@@ -359,29 +339,26 @@ class Conn:
             )
 
     async def close(self) -> None:
+        self.closing = True
+        await asyncio.gather(*self.acks, return_exceptions=True)
         self.reader.cancel()
         await self.ws.close()
 
 
-async def worker_main(spec: Spec, pipe: Any) -> None:
-    loop = asyncio.get_running_loop()
+async def worker_main(spec: Spec, phase: Phase) -> None:
+    """Phases: "setup" (REST done) → "ready" (sockets open, settled) → t0 → "done"."""
     w = Worker(spec)
-    w.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     try:
         t_setup = now_ns()
         async with asyncio.timeout(spec.max_time):
             await w.setup()
+        await phase.step("setup", {"setup_s": (now_ns() - t_setup) / 1e9})
         t_connect = now_ns()
         async with asyncio.timeout(spec.max_time):
             await w.connect()
+        connect_s = (now_ns() - t_connect) / 1e9
         await asyncio.sleep(spec.settle)
-        pipe.send(
-            (
-                "ready",
-                {"setup_s": (t_connect - t_setup) / 1e9, "connect_s": (now_ns() - t_connect) / 1e9},
-            )
-        )
-        t0 = await loop.run_in_executor(None, pipe.recv)
+        t0 = await phase.step("ready", {"connect_s": connect_s})
         await asyncio.sleep(max(0, t0 - now_ns()) / 1e9)
         cpu0 = time.process_time()
         timed_out = False
@@ -393,25 +370,6 @@ async def worker_main(spec: Spec, pipe: Any) -> None:
             timed_out, drained = True, False
         res = w.result(timed_out, time.process_time() - cpu0)
         res["drained"] = drained
-        pipe.send(("done", res))
-        await loop.run_in_executor(None, pipe.recv)  # the parent has read the server counters
+        await phase.step("done", res)  # the parent has read the server counters
     finally:
-        await asyncio.wait_for(w.close(), 10)
-
-
-def worker_entry(spec: Spec, pipe: Any) -> None:
-    """multiprocessing target (spawned)."""
-    try:
-        import uvloop
-
-        runner_args: dict[str, Any] = {"loop_factory": uvloop.new_event_loop}
-    except ImportError:  # pragma: no cover
-        runner_args = {}
-    try:
-        with asyncio.Runner(**runner_args) as runner:
-            runner.run(worker_main(spec, pipe))
-    except BaseException as e:  # report, don't leave the parent waiting
-        try:
-            pipe.send(("error", repr(e)[:500]))
-        except (OSError, ValueError):
-            pass
+        await asyncio.wait_for(w.close(), 30)

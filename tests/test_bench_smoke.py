@@ -1,5 +1,7 @@
-"""`python -m loadtest.bench` runs end to end on a tiny workload: every message arrives exactly once
-in `single` and `cross`, the JSON lines parse, and `--idle` gives a positive RSS per connection.
+"""`python -m loadtest.bench` runs end to end on tiny workloads: every message arrives exactly once
+in `single` and `cross`, the JSON lines parse, the table prints, and `--idle` gives a positive RSS
+per connection for the node and the bare aiohttp server. Each other workload (groups,
+connections, storm, presence) runs once at a tiny size with 0 lost and 0 duplicated.
 
 The bench runs as its own process (as `./dev bench` would) against the test PostgreSQL/Redis
 (`MESSENGER_TEST_DATABASE_URL` / `MESSENGER_TEST_REDIS_URL`; it creates and drops its own
@@ -51,7 +53,9 @@ def leftovers(root: Path) -> list[psutil.Process]:
     return found
 
 
-def run_bench(tmp_path: Path, *args: str, timeout: float = 90) -> list[dict[str, Any]]:
+def run_bench(
+    tmp_path: Path, *args: str, timeout: float = 90, table: str = ""
+) -> list[dict[str, Any]]:
     """Run the bench; its JSON lines. Whatever it started is gone afterwards (or killed)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -84,7 +88,16 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 90) -> list[dict[str,
     assert not left, f"left running: {[p.pid for p in left]}\n{err}"
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines, f"no JSON line\n{out}\n{err}"
+    assert table in out, f"no table header {table!r}\n{out}"
     return lines
+
+
+def assert_clean(line: dict[str, Any]) -> None:
+    """Nothing lost, duplicated, dropped or refused, and the node logged no error."""
+    ctx = json.dumps(line)
+    assert "error" not in line, ctx
+    assert line["lost"] == 0 and line["dup"] == 0 and line["dropped"] == 0, ctx
+    assert line.get("send_errors", 0) == 0 and line["server_log_errors"] == 0, ctx
 
 
 def test_pairs_single_and_cross_deliver_everything_once(tmp_path: Path) -> None:
@@ -121,7 +134,66 @@ def test_pairs_single_and_cross_deliver_everything_once(tmp_path: Path) -> None:
 
 
 def test_idle_connections_have_a_positive_rss_cost(tmp_path: Path) -> None:
-    (line,) = run_bench(tmp_path, "--idle", "50")
-    assert line["kind"] == "idle" and line["connections"] == 50, line
-    assert line["open_at_end"] == 50, line
-    assert line["rss_per_conn_kib"] > 0, line
+    node, bare = run_bench(tmp_path, "--idle", "50", table="KiB/conn")
+    assert (node["kind"], node["server"], bare["server"]) == ("idle", "node", "bare-aiohttp")
+    for line in (node, bare):
+        assert line["connections"] == 50 and line["open_at_end"] == 50, line
+        assert line["rss_per_conn_kib"] > 0, line
+    assert node["node_share_kib"] == round(
+        node["rss_per_conn_kib"] - bare["rss_per_conn_kib"], 2
+    ), node
+
+
+def test_groups_deliver_every_message_to_every_member(tmp_path: Path) -> None:
+    lines = run_bench(
+        tmp_path,
+        *("--workload", "groups", "--groups", "2", "--group-size", "6", "--messages", "10"),
+        *("--rates", "0", "--topologies", "single,cross", "--drain-timeout", "3"),
+        table="deliv/s",
+    )
+    assert [ln["topology"] for ln in lines] == ["single", "cross"]
+    for ln in lines:
+        assert_clean(ln)
+        assert ln["confirmed"] == 2 * 10 and ln["deliveries"] == 2 * 10 * 5, ln
+        assert ln["deliveries_per_s"] > 0 and ln["p99_ms"] is not None, ln
+        assert ln["server_cpu_us_per_delivery"] is not None, ln
+
+
+def test_connections_open_all_and_deliver_at_a_rate(tmp_path: Path) -> None:
+    (line,) = run_bench(
+        tmp_path,
+        *("--workload", "connections", "--connections", "120", "--rate", "100"),
+        *("--duration", "1", "--drain-timeout", "3"),
+        table="KiB/conn",
+    )
+    assert_clean(line)
+    assert line["connections"] == 120 and line["delivered"] == line["planned"] == 120, line
+    assert line["source_addrs"] >= 2 and line["connect_all_s"] > 0, line
+    assert line["rss_per_conn_kib"] is not None and line["p99_ms"] is not None, line
+
+
+def test_storm_devices_get_their_backlog_on_the_surviving_node(tmp_path: Path) -> None:
+    (line,) = run_bench(
+        tmp_path,
+        *("--workload", "storm", "--devices", "20", "--per-sender", "10", "--backlog", "5"),
+        *("--stats-wait", "0.2", "--drain-timeout", "5"),
+        table="caught up s",
+    )
+    assert_clean(line)
+    assert line["caught_up_all"] and line["dup_after_ack"] == 0, line
+    assert line["sent"] == 20 * (5 + 2) and line["caught_up_s"] > 0, line
+    assert line["pg_xacts"] > 0, line
+
+
+def test_presence_storm_counts_presence_and_delivers(tmp_path: Path) -> None:
+    (line,) = run_bench(
+        tmp_path,
+        *("--workload", "presence", "--group-size", "8", "--direct-users", "10"),
+        *("--quiet", "0.5"),
+        table="pres frames",
+    )
+    assert_clean(line)
+    assert line["devices"] == 18 and line["all_ready_s"] > 0, line
+    assert line["direct_peer_missed"] == 0 and line["presence_update_failed"] == 0, line
+    assert line["presence_users"] >= line["presence_frames"] > 0, line
+    assert line["confirmed"] == 5, line
