@@ -19,7 +19,7 @@ from aiohttp import web
 
 from node import metrics
 from node.assembly import NodeRuntime, assemble
-from node.cluster.connection import redis_client
+from node.cluster.connection import RedisBackend
 from node.cluster.identity import NodeIdentity
 from node.config import Settings, resolve_jwt_secret
 from node.http import keys
@@ -66,10 +66,10 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(_bounded, pool.close(), "pool.close")
         storage = Storage.over(pool)
 
-        redis = redis_client(settings.redis_url or "", timeout=settings.redis_timeout)
+        redis = RedisBackend.connect(settings.redis_url or "", timeout=settings.redis_timeout)
         stack.push_async_callback(redis.aclose)
-        await redis.ping()
-        pubsub_redis = redis_client(
+        await redis.client.ping()
+        pubsub_redis = RedisBackend.connect(
             settings.redis_url or "", timeout=settings.redis_timeout, pubsub=True
         )
         stack.push_async_callback(pubsub_redis.aclose)
@@ -101,7 +101,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.MESSAGES] = MessageService(
             storage, runtime.placement, limiter, reply_timeout=settings.send_timeout
         )
-        app[keys.HEALTH] = HealthService(storage, redis, settings.node_id, supervisor.failing)
+        app[keys.HEALTH] = HealthService(
+            storage, redis.client, settings.node_id, supervisor.failing
+        )
         log.info(
             "node.started",
             extra={"node": identity.incarnation, "host": settings.host, "port": settings.port},

@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node.cluster.connection import parse_redis_url
+
 ENV_PREFIX = "MESSENGER_"
 
 
@@ -108,8 +110,10 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        """One Redis (`redis://`, `rediss://`, `unix://`) or a Redis Cluster
+        (`redis+cluster://host:port[,host:port…]`, `rediss+cluster://` with TLS)."""
+        if value is not None:
+            parse_redis_url(value)  # raises ValueError saying what is wrong
         return value
 
     @field_validator("jwt_secret")

@@ -1,8 +1,12 @@
 """The ownership directory: which node owns which chat, as leases in Redis. It implements the
 chat actors' `ChatOwnership` port (`node.actors.ports`).
 
-A lease is `lease:chat:<id>` holding the owner's incarnation, with a TTL the owner renews every
-third of it. A lease whose holder's membership key lapsed may be taken at once. Leases only say
+A lease is `lease:{chat:<id>}` holding the owner's incarnation, with a TTL the owner renews every
+third of it. A lease whose holder this node knows to be dead (its `ClusterView`: the holder's
+heartbeat lapsed) may be taken at once; scripts read only the lease key itself, so each touches
+one hash slot. A lease Redis lost (restarted empty, or a failed-over master had not replicated it)
+is simply free: the next claimant takes it, and a holder that still thinks it owns the chat is
+refused by PostgreSQL's fencing epoch. Leases only say
 who *should* own; safety comes from the fencing epoch in PostgreSQL (see `ChatStore.
 take_ownership`): a node that lost its lease without noticing (paused, cut off) is refused by the
 database at its next write.
@@ -20,33 +24,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from node import metrics
 from node.actors.ports import Claim, HeldElsewhere, OwnershipUnavailable
 from node.cluster import keys
+from node.cluster.connection import REDIS_DOWN, RedisBackend
 from node.cluster.identity import NodeIdentity
+from node.cluster.liveness import ClusterView
+from node.cluster.scripts import SlotScript
 
 log = logging.getLogger(__name__)
 
-# GET the lease; free or held by a dead node -> take it; ours -> extend it.
-# Returns {1, holder} when we hold it now, {0, holder} when a live node does.
+# GET the lease; free or held by a node known dead (ARGV[3..]: count, then incarnations) -> take
+# it; ours -> extend it. Returns {1, holder} when we hold it now, {0, holder} when another does.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, holder}
 end
-if holder and redis.call('EXISTS', ARGV[3] .. holder) == 1 then
-  return {0, holder}
+if holder then
+  local dead = false
+  for i = 4, 3 + tonumber(ARGV[3]) do
+    if ARGV[i] == holder then dead = true end
+  end
+  if not dead then return {0, holder} end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, ARGV[1]}
 """
 
-# For each key: ours -> extend; missing (Redis forgot) -> take back; another's -> lost.
-# Returns one flag per key: 1 kept, 0 lost.
+# For each key (all in one hash slot): ours -> extend; missing (Redis forgot) -> take back;
+# another's -> lost. Returns one flag per key: 1 kept, 0 lost.
 _RENEW = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -81,20 +89,23 @@ class Lease:
         return not self.lost and time.monotonic() < self.valid_until
 
 
-_REDIS_DOWN = (RedisError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 
 class Directory:
-    def __init__(self, redis: aioredis.Redis, identity: NodeIdentity, *, ttl: float) -> None:
-        self._redis = redis
+    def __init__(
+        self, backend: RedisBackend, identity: NodeIdentity, view: ClusterView, *, ttl: float
+    ) -> None:
+        self._backend = backend
+        self._redis = backend.client
         self._me = identity.incarnation
+        self._view = view
         self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
-        self._alive_prefix = keys.alive("")
         self._leases: dict[str, Lease] = {}
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = SlotScript(backend, _RENEW)
+        self._release = self._redis.register_script(_RELEASE)
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -106,7 +117,7 @@ class Directory:
         sent_at = time.monotonic()
         try:
             ok, holder = await self._acquire(
-                keys=[key], args=[self._me, self._ttl_ms, self._alive_prefix]
+                keys=[key], args=[self._me, self._ttl_ms, *self._view.dead_args()]
             )
         except _REDIS_DOWN as exc:
             raise OwnershipUnavailable(str(exc)) from exc
@@ -117,13 +128,13 @@ class Directory:
         return lease
 
     async def owner(self, chat_id: int) -> str | None:
-        """The live node holding the chat, or None when it is free (or its holder is dead).
+        """The node holding the chat, or None when it is free (or its holder is known dead).
         Raises RedisError when Redis cannot be asked."""
         value = await self._redis.get(keys.lease("chat", chat_id))
         if value is None:
             return None
         holder = value.decode() if isinstance(value, bytes) else str(value)
-        if holder != self._me and not await self._redis.exists(self._alive_prefix + holder):
+        if holder != self._me and self._view.is_dead(holder):
             return None
         return holder
 
@@ -143,13 +154,20 @@ class Directory:
             log.warning("lease.release_failed", extra={"key": lease.key, "error": str(exc)})
 
     async def renew_all(self) -> None:
-        """Extend every lease held; a lease another node took is reported to its `on_lost`."""
+        """Extend every lease held (one script call per hash slot, pipelined); a lease another
+        node took is reported to its `on_lost`. Raises RedisError when Redis did not answer:
+        the leases keep their deadlines and the next round tries again."""
         leases = list(self._leases.values())
         if not leases:
             return
         sent_at = time.monotonic()
-        flags = await self._renew(keys=[le.key for le in leases], args=[self._me, self._ttl_ms])
-        for lease, kept in zip(leases, flags, strict=True):
+        slots = self._backend.group_by_slot([le.key for le in leases])
+        by_slot = [[leases[i] for i in positions] for positions in slots]
+        replies = await self._renew.run(
+            [([le.key for le in group], [self._me, self._ttl_ms]) for group in by_slot]
+        )
+        flags = [flag for reply in replies for flag in reply]
+        for lease, kept in zip([le for group in by_slot for le in group], flags, strict=True):
             if kept:
                 lease.valid_until = sent_at + self._ttl
             elif self._leases.get(lease.key) is lease:

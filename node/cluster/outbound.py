@@ -15,9 +15,8 @@ import asyncio
 import logging
 from collections import deque
 
-from redis.exceptions import RedisError
-
 from node import metrics
+from node.cluster.connection import REDIS_DOWN
 from node.cluster.fanout import Fanout, FanoutGroup
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class Outbound:
         for delay in (*_RETRY_DELAYS, None):
             try:
                 result = await self._fanout.fanout_many(groups)
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 metrics.REDIS_ERRORS.labels(op="fanout").inc()
                 if delay is None:
                     self.dropped += len(groups)

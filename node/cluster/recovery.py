@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import RedisError
-
 from node.actors.local_users import LocalUsers
 from node.actors.user import Resync
+from node.cluster.connection import REDIS_DOWN
 from node.cluster.directory import Directory
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ class Recovery:
     async def recover(self) -> None:
         try:
             await self._directory.renew_all()
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             log.warning("recovery.leases_failed", extra={"error": str(exc)})
         self._users.tell_every(Resync())
         log.info("recovery.resync", extra={"users": len(self._users)})
