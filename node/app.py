@@ -58,7 +58,9 @@ def build_app(settings: Settings, *, on_fatal: OnFatal | None = None) -> web.App
 async def _node_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     async with AsyncExitStack() as stack:
-        settings = await _start_embedded(settings, stack)
+        supervisor = Supervisor(on_fatal=app[_ON_FATAL], max_restarts=settings.restart_budget)
+        settings = await _start_embedded(settings, stack, supervisor)
+        stack.push_async_callback(supervisor.close)  # the loops stop before anything they use
         identity = NodeIdentity.new(settings.node_id)
 
         await apply_migrations(settings.database_url or "")
@@ -75,8 +77,6 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(pubsub_redis.aclose)
 
         runtime = assemble(settings, identity, storage, redis, pubsub_redis)
-        supervisor = Supervisor(on_fatal=app[_ON_FATAL], max_restarts=settings.restart_budget)
-        stack.push_async_callback(supervisor.close)
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)
         stack.push_async_callback(runtime.directory.release_all)
@@ -112,7 +112,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         log.info("node.stopping", extra={"node": identity.incarnation})
 
 
-async def _start_embedded(settings: Settings, stack: AsyncExitStack) -> Settings:
+async def _start_embedded(
+    settings: Settings, stack: AsyncExitStack, supervisor: Supervisor
+) -> Settings:
     """Start embedded PostgreSQL and/or Redis when their URLs are unset; the node owns them."""
     if not settings.embedded:
         return settings
@@ -124,8 +126,9 @@ async def _start_embedded(settings: Settings, stack: AsyncExitStack) -> Settings
         redis=settings.redis_url is None,
         start_timeout=settings.embedded_start_timeout,
     )
+    stack.push_async_callback(asyncio.to_thread, servers.stop)  # waits for a start under way
     database_url, redis_url = await asyncio.to_thread(servers.start)
-    stack.push_async_callback(asyncio.to_thread, servers.stop)
+    await supervisor.start("embedded", servers.watch().run)  # stopped before the servers are
     log.info("embedded.ready", extra={"postgres": database_url, "redis": redis_url})
     return settings.with_overrides(
         database_url=settings.database_url or database_url,

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 from collections.abc import Sequence
 
 from node.config import Settings, load_settings_or_exit
-
-log = logging.getLogger("node")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,10 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.nodes < 1:
             parser.error("--nodes must be at least 1")
         return run_cluster(settings, args.nodes)
-    from node.client import run_chat
+    from node.terminal.chat import run_chat
 
     url = args.url or f"http://{settings.host}:{settings.port}"
-    return _run(run_chat(url, args.user, args.password, args.to, args.device))
+    try:
+        return _run(run_chat(url, args.user, args.password, args.to, args.device))
+    except KeyboardInterrupt:  # Ctrl-C quits the chat: no traceback
+        return 130
 
 
 def _configure(settings: Settings) -> None:
@@ -55,57 +54,18 @@ def _configure(settings: Settings) -> None:
     configure_logging(level=settings.log_level, fmt=settings.log_format, node_id=settings.node_id)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def _run(coro: object) -> int:
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
+    from node.serve import new_loop
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
         return int(runner.run(coro) or 0)  # type: ignore[arg-type]
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if start-up failed or a part of
-    the node could not be restarted (it then stops itself gracefully, for its supervisor to
-    start a fresh one)."""
-    import signal
+    """Run one node until SIGTERM/SIGINT (see `node.serve`)."""
+    from node.serve import serve as run_node
 
-    from aiohttp import web
-
-    from node.app import build_app
-    from node.tracing import setup_tracing
-
-    given_up: list[str] = []
-
-    def stop_node(part: str) -> None:
-        given_up.append(part)
-        signal.raise_signal(signal.SIGTERM)  # aiohttp's handler: the same graceful stop
-
-    provider = setup_tracing(settings)
-    try:
-        web.run_app(
-            build_app(settings, on_fatal=stop_node),
-            host=settings.host,
-            port=settings.port,
-            loop=_new_loop(),
-            shutdown_timeout=settings.shutdown_timeout,
-            access_log=None,
-            print=None,
-            handle_signals=True,
-        )
-    except Exception as exc:
-        log.error("node.failed", exc_info=exc)
-        print(f"node failed to start: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if provider is not None:
-            provider.shutdown()  # flush the last spans
-    log.info("node.stopped", extra={"gave_up": given_up} if given_up else None)
-    return 1 if given_up else 0
+    return run_node(settings)
 
 
 async def migrate(settings: Settings) -> int:

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     )
     shutdown_timeout: float = Field(10.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
     embedded_start_timeout: float = Field(60.0, gt=0)
 
     # --- tracing: the standard OpenTelemetry variables (no MESSENGER_ prefix) -----------------

@@ -1,8 +1,10 @@
-"""Structured logs: one JSON object per line with a stable event name and fields.
+"""Structured logs: a stable event name and fields, as JSON lines for machines or as text for
+people.
 
 Call sites log an event name and put data in `extra` (`log.info("chat.activated",
-extra={"chat_id": 7})`); this formatter adds time, level, logger, the node id and, when a span is
-active, the trace id.
+extra={"chat_id": 7})`); the formatters add time, level, the node id and, when a span is active,
+the trace id (JSON also names the logger). The format is `MESSENGER_LOG_FORMAT` when it is set,
+otherwise text when stderr is a terminal and JSON when it is not (a file, a pipe, a collector).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -52,7 +54,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """For people reading a terminal: `time level event key=value ...`."""
+    """For people reading a terminal: `time level node event key=value ...`."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self._node_id = node_id
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
@@ -60,16 +66,30 @@ class TextFormatter(logging.Formatter):
             for k, v in record.__dict__.items()
             if k not in _RESERVED and not k.startswith("_")
         )
+        if trace_id := _trace_id():
+            fields = f"{fields} trace_id={trace_id}"
         when = self.formatTime(record, "%H:%M:%S")
-        line = f"{when} {record.levelname:<7} {record.getMessage()} {fields}"
+        line = f"{when} {record.levelname:<7} {self._node_id} {record.getMessage()} {fields}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line = line.rstrip() + "\n" + self.formatException(record.exc_info)
         return line.rstrip()
 
 
-def configure_logging(*, level: str, fmt: str, node_id: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(node_id) if fmt == "json" else TextFormatter())
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """`json` or `text`: as set, or for `auto`, text when `stream` is a terminal."""
+    if fmt != "auto":
+        return fmt
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or odd stream
+        return "json"
+
+
+def configure_logging(*, level: str, fmt: str, node_id: str, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    text = resolve_format(fmt, stream) == "text"
+    handler.setFormatter(TextFormatter(node_id) if text else JsonFormatter(node_id))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

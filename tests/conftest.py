@@ -36,6 +36,24 @@ from tests.support import Api, with_database
 TEST_REDIS_DB = 9
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A basetemp of the session's own, outside /tmp/pytest-of-<user>: every pytest session
+    that starts strips the group and other bits from that shared root, which cuts an embedded
+    PostgreSQL run as the unprivileged `pgserver` user (when tests run as root) off from its
+    data under `tmp_path` in the middle of a test. Removed at the end of the session."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="messenger-pytest-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if own := config.stash.get(_OWN_BASETEMP, None):
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
 @pytest.fixture(scope="session")
 def servers_dir() -> Iterator[Path]:
     """Where the session's throwaway servers live: a directory of its own, not pytest's

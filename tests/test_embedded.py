@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -19,7 +20,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import redis
 
-from node.embedded import EmbeddedError, EmbeddedRedis, EmbeddedServers
+from node.embedded import EmbeddedError, EmbeddedRedis, EmbeddedServers, EmbeddedWatch
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +142,8 @@ def test_start_stop_restart_keeps_data(
     assert servers.postgres is not None and servers.redis is not None
     pg_pid, redis_pid = servers.postgres.pid, servers.redis.pid
     assert pg_pid is not None and redis_pid is not None
-    assert os.getpgid(pg_pid) == os.getpgid(redis_pid) == os.getpgrp()
+    # each in a session of its own: a terminal's Ctrl-C does not reach them
+    assert os.getsid(pg_pid) == pg_pid and os.getsid(redis_pid) == redis_pid
     servers.stop()
     servers.stop()  # idempotent
     assert gone(pg_pid) and gone(redis_pid)
@@ -158,14 +160,15 @@ def test_start_stop_restart_keeps_data(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_signal_to_the_process_group_reaches_the_servers(
+def test_servers_end_with_their_node_process_group(
     tmp_path: Path,
     signum: signal.Signals,
     child_node: Callable[..., tuple[subprocess.Popen[str], list[str]]],
     servers_factory: Callable[..., EmbeddedServers],
 ) -> None:
     child, (db_url, redis_url, pg_pid, redis_pid) = child_node(tmp_path)
-    assert os.getpgid(int(pg_pid)) == os.getpgid(int(redis_pid)) == child.pid
+    # not in the node's group: they end because their parent did (the parent-death signal)
+    assert child.pid not in (os.getpgid(int(pg_pid)), os.getpgid(int(redis_pid)))
     psql(db_url, "CREATE TABLE survived (v text); INSERT INTO survived VALUES ('row')")
     client = redis.Redis.from_url(redis_url)
     client.set("survived", "key")
@@ -190,24 +193,81 @@ def test_signal_to_the_process_group_reaches_the_servers(
     with log_path.open() as f:
         f.seek(offset)
         recovered = "automatic recovery in progress" in f.read()
-    assert recovered == (signum == signal.SIGKILL)
+    # even under SIGKILL of the node's group the servers got their own stop signal (the
+    # parent-death signal), so they shut down cleanly: nothing to recover
+    assert not recovered
 
 
-def test_leftovers_of_a_node_killed_alone_are_stopped(
-    tmp_path: Path,
-    child_node: Callable[..., tuple[subprocess.Popen[str], list[str]]],
-    servers_factory: Callable[..., EmbeddedServers],
+def test_leftovers_on_the_data_dir_are_stopped(
+    tmp_path: Path, servers_factory: Callable[..., EmbeddedServers]
 ) -> None:
-    child, (db_url, _, pg_pid, redis_pid) = child_node(tmp_path)
+    """Servers left running on the data dir (by a node killed alone where there is no
+    parent-death signal, or started by hand) are stopped before ours start."""
+    first = servers_factory(tmp_path)
+    db_url, _ = first.start()
+    assert db_url is not None and first.postgres is not None and first.redis is not None
     psql(db_url, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('row')")
-    child.kill()  # the node alone: its servers live on, orphaned
-    child.wait()
-    assert not gone(int(pg_pid)) and not gone(int(redis_pid))
+    first.stop()
+    leftovers = []
+    for server in (first.postgres, first.redis):
+        port = free_port()
+        leftovers.append(
+            subprocess.Popen(
+                server._command(port),
+                cwd=server.root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **server._popen_user,
+            )
+        )
+        wait_for(lambda s=server, p=port: s._is_ready(p), 60, f"a leftover {server.kind}")
+    try:
+        db_url2, _ = servers_factory(tmp_path).start()
+        assert all(proc.poll() is not None for proc in leftovers)
+        assert db_url2 is not None
+        assert psql(db_url2, "SELECT v FROM kept") == "row"
+    finally:
+        for proc in leftovers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
 
-    db_url2, _ = servers_factory(tmp_path).start()
-    assert gone(int(pg_pid)) and gone(int(redis_pid))
-    assert db_url2 is not None
-    assert psql(db_url2, "SELECT v FROM kept") == "row"
+
+async def test_the_watch_ends_when_its_servers_are_stopped(tmp_path: Path) -> None:
+    """Stopped on purpose is not dead: the watch lets it be and ends."""
+    servers = EmbeddedServers(tmp_path, postgres=False, redis=True)
+    await asyncio.to_thread(servers.start)
+    try:
+        watch = asyncio.create_task(servers.watch().run())
+        await asyncio.to_thread(servers.stop)
+        await asyncio.wait_for(watch, 10)
+        assert servers.redis is not None and servers.redis.pid is None
+    finally:
+        await asyncio.to_thread(servers.stop)
+
+
+async def test_a_killed_server_is_revived_on_its_port(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = await asyncio.to_thread(server.start)
+    watch = asyncio.create_task(EmbeddedWatch([server]).run())
+    try:
+        first = server.process
+        assert first is not None
+        first.kill()
+        async with asyncio.timeout(30):
+            while True:
+                if server.pid is not None and server.process is not first:
+                    break
+                await asyncio.sleep(0.05)  # the watch restarts it in a thread: nothing to await
+        assert server.url == url
+        client = redis.Redis.from_url(url)
+        assert client.ping()
+        client.close()
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        await asyncio.to_thread(server.stop)
 
 
 def test_second_owner_of_a_data_dir_fails_fast(

@@ -326,4 +326,4 @@ async def test_docs_page_is_html(api: Api, http: aiohttp.ClientSession) -> None:
         assert resp.status == 200
         assert resp.content_type == "text/html"
         page = await resp.text()
-    assert "<html" in page.lower() and "/api/v1/openapi.json" in page
+    assert "<html" in page.lower() and "/docs/docs.js" in page  # it loads the OpenAPI document

@@ -2,14 +2,18 @@
 
 What is guaranteed:
 
-* The servers belong to the node. ``postgres`` and ``redis-server`` are started as direct
-  children of the calling process, inside its process group (no ``setsid``, no daemonizing),
-  so a SIGTERM or SIGKILL sent to the node's process group reaches them too. PostgreSQL's own
-  worker processes move to sessions of their own, but they exit by themselves as soon as the
-  postmaster is gone.
-* The next start recovers. A server left running on the same directory (when the node alone was
-  killed) is stopped first (SIGINT/SIGTERM, then SIGKILL), a stale ``postmaster.pid`` is removed,
-  PostgreSQL replays its WAL (fsync stays on) and Redis reloads its append-only file.
+* The servers belong to the node. ``postgres`` and ``redis-server`` are direct children of the
+  calling process (no daemonizing), each in a session of its own: a terminal's Ctrl-C (SIGINT
+  to its foreground process group) reaches the node only, which drains and then stops them.
+  They never outlive the node: on Linux the kernel sends each its stop signal when the node
+  dies, SIGKILL included (``PR_SET_PDEATHSIG``, see :mod:`node.childproc`). PostgreSQL's own
+  worker processes exit by themselves as soon as the postmaster is gone.
+* A server that dies while the node runs is started again on the same port by
+  :class:`EmbeddedWatch` (``EmbeddedServers.watch()``), one of the node's background loops.
+* The next start recovers. A server left running on the same directory (where there is no
+  parent-death signal, a node killed alone leaves its servers running) is stopped first
+  (SIGINT/SIGTERM, then SIGKILL), a stale ``postmaster.pid`` is removed, PostgreSQL replays its
+  WAL (fsync stays on) and Redis reloads its append-only file.
 * Layout under the data dir: ``postgres/`` (``data/`` is PGDATA, ``postgres.log``), ``redis/``
   (``appendonly.aof``, ``redis.log``) and ``embedded.lock``. Nothing has to exist beforehand and
   other files in the data dir are left alone.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -34,8 +39,9 @@ from typing import Self
 from ._process import EmbeddedError
 from .postgres import EmbeddedPostgres
 from .redis import EmbeddedRedis
+from .watch import EmbeddedWatch
 
-__all__ = ["EmbeddedError", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers"]
+__all__ = ["EmbeddedError", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers", "EmbeddedWatch"]
 
 
 class EmbeddedServers:
@@ -56,9 +62,14 @@ class EmbeddedServers:
             EmbeddedRedis(self.data_dir / "redis", start_timeout=start_timeout) if redis else None
         )
         self._lock_fd: int | None = None
+        self._turn = threading.Lock()  # start and stop take turns (a stop waits for a start)
 
     def start(self) -> tuple[str | None, str | None]:
         """Take the lock, start the servers in parallel; return (database_url, redis_url)."""
+        with self._turn:
+            return self._start()
+
+    def _start(self) -> tuple[str | None, str | None]:
         self._lock()
         servers = [s for s in (self.postgres, self.redis) if s is not None]
         try:
@@ -68,15 +79,23 @@ class EmbeddedServers:
             if errors:
                 raise errors[0]
         except BaseException:
-            self.stop()
+            self._stop()
             raise
         return (
             self.postgres.url if self.postgres else None,
             self.redis.url if self.redis else None,
         )
 
+    def watch(self) -> EmbeddedWatch:
+        """The loop that starts a server of these again when it dies (run it while they run)."""
+        return EmbeddedWatch([s for s in (self.postgres, self.redis) if s is not None])
+
     def stop(self) -> None:
         """Stop the servers and release the lock. Idempotent."""
+        with self._turn:
+            self._stop()
+
+    def _stop(self) -> None:
         try:
             for server in (self.redis, self.postgres):
                 if server is not None:

@@ -1,4 +1,5 @@
-"""The lifecycle shared by the embedded servers: a child process in the node's process group."""
+"""The lifecycle shared by the embedded servers: a child process of the node, in a session of its
+own, that never outlives the node (:mod:`node.childproc`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
+
+from node.childproc import spawn
 
 log = logging.getLogger("node.embedded")
 
@@ -82,12 +86,16 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 
 class ServerProcess(ABC):
-    """One server run as a direct child of the node, in its process group (no setsid, no
-    daemonizing), with its output appended to ``<root>/<kind>.log``.
+    """One server run as a direct child of the node, in a session of its own (a terminal's Ctrl-C
+    reaches the node only) and sent ``stop_signal`` by the kernel if the node dies, with its
+    output appended to ``<root>/<kind>.log``.
 
     ``start`` first stops leftovers of ours, found by process name and working directory
-    (``workdir``), then waits until the server answers. ``stop`` sends ``stop_signal`` and
-    SIGKILLs after STOP_TIMEOUT.
+    (``workdir``), then waits until the server answers. The port, once picked, stays the
+    server's until ``stop``: a server that died is started again on it by :meth:`revive`, so
+    the node's clients keep their URL. ``stop`` sends ``stop_signal`` and SIGKILLs after
+    STOP_TIMEOUT. ``start``, ``revive``, ``stop`` and ``kill`` may come from different threads:
+    they take turns.
     """
 
     kind = ""  # "postgres" or "redis", in logs and messages
@@ -99,9 +107,10 @@ class ServerProcess(ABC):
         self.log_path = self.root / f"{self.kind}.log"
         self._fixed_port = port
         self._start_timeout = start_timeout
-        self._port: int | None = None
+        self._port: int | None = None  # kept after a crash, cleared by stop
         self._proc: subprocess.Popen[bytes] | None = None
         self._popen_user: dict[str, Any] = {}  # user=, group= when dropping root
+        self._turn = threading.RLock()
 
     @property
     @abstractmethod
@@ -125,6 +134,7 @@ class ServerProcess(ABC):
 
     @property
     def url(self) -> str:
+        """The server's URL from its first start until ``stop`` (while it restarts too)."""
         if self._port is None:
             raise EmbeddedError(f"embedded {self.kind} is not running")
         return self._url(self._port)
@@ -133,20 +143,39 @@ class ServerProcess(ABC):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The current server process (it may have exited), None once stopped."""
+        return self._proc
+
     def start(self) -> str:
         """Start the server (idempotent) and return its URL once it answers."""
-        if self.pid is not None:
-            return self.url
+        with self._turn:
+            if self.pid is not None:
+                return self.url
+            return self._start()
+
+    def revive(self) -> bool:
+        """Start the server again on its port if it died; False if it runs or was stopped."""
+        with self._turn:
+            if self._port is None or self.pid is not None:
+                return False
+            self._start()
+            return True
+
+    def _start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         self._stop_leftovers()
         self._prepare()
-        attempts = 1 if self._fixed_port else 3  # a port we picked may be taken meanwhile
+        sticky = self._fixed_port or self._port
+        attempts = 1 if sticky else 3  # a port we picked may be taken meanwhile
         for attempt in range(1, attempts + 1):
-            port = self._fixed_port or _free_port()
+            port = sticky or _free_port()
             offset = log_size(self.log_path)
             with self.log_path.open("ab") as log_file:
-                self._proc = subprocess.Popen(
+                self._proc = spawn(
                     self._command(port),
+                    death_signal=self.stop_signal,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
@@ -167,7 +196,8 @@ class ServerProcess(ABC):
                     extra={"server": self.kind, "port": port, "pid": self._proc.pid},
                 )
                 return self.url
-            self.stop()
+            self._end(self._proc)
+            self._proc = None
             output = read_log(self.log_path, offset)
             if attempt == attempts or "in use" not in output:
                 raise EmbeddedError(
@@ -188,10 +218,17 @@ class ServerProcess(ABC):
         return f"did not answer within {self._start_timeout:g}s"
 
     def stop(self) -> None:
-        """Graceful shutdown, SIGKILL after STOP_TIMEOUT. Idempotent."""
-        proc, self._proc, self._port = self._proc, None, None
-        if proc is None:
-            return
+        """Graceful shutdown, SIGKILL after STOP_TIMEOUT; the port is given up. Idempotent."""
+        with self._turn:
+            proc, self._proc, self._port = self._proc, None, None
+            if proc is not None:
+                self._end(proc)
+                log.info(
+                    "embedded.stopped",
+                    extra={"server": self.kind, "pid": proc.pid, "returncode": proc.returncode},
+                )
+
+    def _end(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
             proc.send_signal(self.stop_signal)
             try:
@@ -200,17 +237,13 @@ class ServerProcess(ABC):
                 log.warning("embedded.stop_timeout", extra={"server": self.kind, "pid": proc.pid})
                 proc.kill()
                 proc.wait()
-        log.info(
-            "embedded.stopped",
-            extra={"server": self.kind, "pid": proc.pid, "returncode": proc.returncode},
-        )
 
     def kill(self) -> None:
-        """SIGKILL the server, as a crash would."""
-        proc, self._proc, self._port = self._proc, None, None
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        """SIGKILL the server, as a crash would: it keeps its port, for :meth:`revive`."""
+        with self._turn:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
 
     def _stop_leftovers(self) -> None:
         """Stop processes of ours still running on this directory (their node died alone)."""

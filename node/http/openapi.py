@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the route table, and the `/docs` page.
+"""The OpenAPI 3.1 document, generated from the route table (browsed at `/docs`: node.http.docs).
 
 Every schema comes from the pydantic models the handlers use (`node.http.schemas`) through
 `models_json_schema`, so documented and enforced shapes are the same objects. Request bodies use
@@ -216,23 +216,3 @@ def build_openapi(
             },
         },
     }
-
-
-# Swagger UI is loaded from a CDN (jsDelivr): the node does not vendor its assets. Without network
-# access the page stays blank; the JSON document itself is always served by the node.
-DOCS_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Messenger node API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#swagger-ui"});
-  </script>
-</body>
-</html>
-"""

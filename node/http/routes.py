@@ -11,9 +11,9 @@ from aiohttp import web
 
 from node import metrics
 from node.frames import dumps
-from node.http import auth, chats, health, messages, users
+from node.http import auth, chats, docs, health, messages, users
 from node.http.endpoints import Endpoint, register
-from node.http.openapi import DOCS_HTML, WS_PATH, build_openapi
+from node.http.openapi import WS_PATH, build_openapi
 from node.http.ws.handler import websocket_handler
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -36,15 +36,13 @@ def setup_routes(app: web.Application) -> None:
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
 
-    async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=DOCS_HTML, content_type="text/html")
-
     async def prometheus(request: web.Request) -> web.Response:
         body, content_type = metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app.router.add_get(OPENAPI_PATH, openapi_json)
     app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/docs", docs)
+    app.router.add_get("/docs", docs.page)  # Swagger UI, from this node's own files
+    app.router.add_get(docs.PREFIX + "{name}", docs.asset)
 
     app.router.add_get(WS_PATH, websocket_handler)

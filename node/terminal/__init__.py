@@ -1,0 +1,1 @@
+"""What a person runs in a terminal beside the node: the small chat client."""
