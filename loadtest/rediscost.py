@@ -24,6 +24,7 @@ import contextlib
 import multiprocessing as mp
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,16 @@ class RedisUnderTest:
 
 
 def redis_figures(
-    before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]], messages: int
+    before: dict[int, dict[str, Any]],
+    after: dict[int, dict[str, Any]],
+    messages: int,
+    idle: dict[int, float] | None = None,
+    window: float = 0.0,
 ) -> dict[str, Any]:
     """Per delivered message: calls and CPU on the masters (total and per shard), CPU on the
-    replicas, and the commands that make up the calls."""
+    replicas, and the commands that make up the calls. With `idle` (CPU seconds per second of
+    each server with the nodes connected and no traffic: heartbeats, lease renewals, the cluster
+    bus) the `_net` figures leave that background out of the `window` (seconds)."""
     per = max(1, messages)
     masters = [p for p in after if after[p]["role"] == "master"]
     replicas = [p for p in after if after[p]["role"] != "master"]
@@ -98,8 +105,11 @@ def redis_figures(
         old = before.get(port, {}).get("calls", {})
         return {c: n - old.get(c, 0) for c, n in after[port]["calls"].items() if n - old.get(c, 0)}
 
-    def cpu(ports: list[int]) -> float:
-        return float(sum(after[p]["cpu"] - before.get(p, {}).get("cpu", 0.0) for p in ports))
+    def cpu(ports: list[int], net: bool = False) -> float:
+        used = sum(after[p]["cpu"] - before.get(p, {}).get("cpu", 0.0) for p in ports)
+        if net and idle is not None:
+            used -= sum(idle.get(p, 0.0) * window for p in ports)
+        return float(max(0.0, used))
 
     by_command: dict[str, int] = {}
     shard_calls = []
@@ -113,7 +123,12 @@ def redis_figures(
         "redis_shards": len(masters),
         "redis_calls_per_msg": round(sum(by_command.values()) / per, 2),
         "redis_cpu_us_per_msg": round(cpu(masters) * 1e6 / per, 1),
+        "redis_cpu_us_per_msg_net": round(cpu(masters, net=True) * 1e6 / per, 1),
         "redis_replica_cpu_us_per_msg": round(cpu(replicas) * 1e6 / per, 1) if replicas else None,
+        "redis_replica_cpu_us_per_msg_net": (
+            round(cpu(replicas, net=True) * 1e6 / per, 1) if replicas else None
+        ),
+        "redis_idle_cpu_ms_per_s": round(sum(idle.values()) * 1000, 2) if idle else None,
         "redis_calls_per_msg_by_shard": sorted(shard_calls, reverse=True),
         "redis_commands_per_msg": {c: round(n / per, 3) for c, n in top if n / per >= 0.01},
     }
@@ -176,13 +191,24 @@ def run_one(
             try:
                 urls = group.start_nodes(nodes, db, redis_url, a.env)
                 group.wait_healthy()
+                idle = _idle_cpu(redis)
                 line, before, after = _measure(a, urls, group.pids(), redis, pg, rate)
             finally:
                 group.stop()
             line["server_log_errors"] = group.log_errors()
     line.update({"redis": kind, "nodes": nodes})
-    line.update(redis_figures(before, after, line["delivered"]))
+    line.update(redis_figures(before, after, line["delivered"], idle, line.pop("window_s")))
     return line
+
+
+def _idle_cpu(redis: RedisUnderTest, seconds: float = 3.0) -> dict[int, float]:
+    """CPU seconds per second of each Redis server with the nodes up and no traffic."""
+    first = redis.snapshot()
+    started = time.monotonic()
+    time.sleep(seconds)
+    last = redis.snapshot()
+    took = time.monotonic() - started
+    return {port: (last[port]["cpu"] - first[port]["cpu"]) / took for port in last}
 
 
 def _measure(
@@ -222,6 +248,7 @@ def _measure(
             procs.append(proc)
         ready = [_expect(pipe, "ready", 2 * a.max_time + 60) for pipe in pipes]
         before = redis.snapshot()
+        started = time.monotonic()
         node_cpu0, pg_cpu0 = cpu_seconds(node_pids), cpu_seconds(pg.pids())
         t0 = now_ns() + 200_000_000
         for pipe in pipes:
@@ -229,6 +256,7 @@ def _measure(
         results = [_expect(pipe, "done", a.max_time + 120) for pipe in pipes]
         node_cpu, pg_cpu = cpu_seconds(node_pids) - node_cpu0, cpu_seconds(pg.pids()) - pg_cpu0
         after = redis.snapshot()
+        window = time.monotonic() - started
         for pipe in pipes:
             pipe.send("close")
     finally:
@@ -251,6 +279,7 @@ def _measure(
     line = report.pairs_line(report.merge(results), base, {"server_cpu_s": round(node_cpu, 2)})
     delivered = max(1, line["delivered"])
     line["postgres_cpu_ms_per_msg"] = round(pg_cpu * 1000 / delivered, 3) if pg.pids() else None
+    line["window_s"] = window
     return line, before, after
 
 
@@ -301,7 +330,7 @@ def table(lines: list[dict[str, Any]]) -> str:
     """Per message, side by side."""
     head = (
         "redis   nodes  rate   msgs/s  p50 ms  lost dup  calls/msg  by shard         "
-        "redis us/msg  replica us/msg  node ms/msg  pg ms/msg"
+        "redis us/msg (net)  replica us/msg (net)  node ms/msg  pg ms/msg"
     )
     rows = [head, "-" * len(head)]
     for ln in lines:
@@ -314,8 +343,11 @@ def table(lines: list[dict[str, Any]]) -> str:
         rows.append(
             f"{ln['redis']:7} {ln['nodes']:5}  {rate:5} {ln['msgs_per_s']:8,.0f} "
             f"{ln['p50_ms'] or 0:7.1f} {ln['lost']:5} {ln['dup']:3}  "
-            f"{ln['redis_calls_per_msg']:9}  {shards:16} {ln['redis_cpu_us_per_msg']:12} "
-            f"{'-' if replica is None else replica:>15} {ln['server_cpu_ms_per_msg'] or 0:12} "
+            f"{ln['redis_calls_per_msg']:9}  {shards:16} "
+            f"{ln['redis_cpu_us_per_msg']:8} ({ln['redis_cpu_us_per_msg_net']:6}) "
+            f"{'-' if replica is None else replica:>12} "
+            f"({'-' if replica is None else ln['redis_replica_cpu_us_per_msg_net']:>6}) "
+            f"{ln['server_cpu_ms_per_msg'] or 0:12} "
             f"{ln['postgres_cpu_ms_per_msg'] or 0:10}"
         )
     return "\n".join(rows)

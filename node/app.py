@@ -75,6 +75,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
             settings.redis_url or "", timeout=settings.redis_timeout, pubsub=True
         )
         stack.push_async_callback(pubsub_redis.aclose)
+        # the node's loops stop after the drain below and before the clients they use close
+        # (a second close, at the end, is a no-op)
+        stack.push_async_callback(supervisor.close)
 
         runtime = assemble(settings, identity, storage, redis, pubsub_redis)
         await runtime.membership.beat()

@@ -75,6 +75,7 @@ class Membership:
         self._beat = backend.client.register_script(_BEAT)
         self._leave = backend.client.register_script(_LEAVE)
         self._recover_after: float | None = None
+        self._left = False
         self.healthy = False
 
     async def beat(self) -> int:
@@ -92,6 +93,9 @@ class Membership:
         """Beat until cancelled. Redis errors are logged and retried at the next beat."""
         first = True
         while True:
+            if self._left:  # stopping: the loop is cancelled next
+                await asyncio.sleep(self._interval)
+                continue
             try:
                 state = await self.beat()
                 if not self.healthy:
@@ -126,6 +130,8 @@ class Membership:
             await self._on_lost_memory()
 
     async def leave(self) -> None:
+        """A graceful stop: dead to the others from now on, and no more beats."""
+        self._left = True
         try:
             await self._leave(keys=[keys.MEMBERS], args=[self._identity.incarnation])
         except REDIS_DOWN:
