@@ -25,6 +25,8 @@ from node.config import Settings, resolve_jwt_secret
 from node.http import keys
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
+from node.media.blobs.configured import open_blob_stores
+from node.push.vapid import resolve_vapid_key
 from node.services.auth import AuthService
 from node.services.chats import ChatService
 from node.services.health import HealthService
@@ -75,11 +77,13 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
             settings.redis_url or "", timeout=settings.redis_timeout, pubsub=True
         )
         stack.push_async_callback(pubsub_redis.aclose)
-        # the node's loops stop after the drain below and before the clients they use close
-        # (a second close, at the end, is a no-op)
-        stack.push_async_callback(supervisor.close)
 
-        runtime = assemble(settings, identity, storage, redis, pubsub_redis)
+        vapid = resolve_vapid_key(settings)
+        blobs = await stack.enter_async_context(open_blob_stores(settings, pool))
+        # the node's loops stop after the drain below and before the clients and stores they
+        # use close (the second close, at the end, is a no-op)
+        stack.push_async_callback(supervisor.close)
+        runtime = assemble(settings, identity, storage, redis, pubsub_redis, vapid, blobs)
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)
         stack.push_async_callback(runtime.directory.release_all)
@@ -101,9 +105,11 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
+        app[keys.MEDIA] = runtime.media
         app[keys.MESSAGES] = MessageService(
-            storage, runtime.placement, limiter, reply_timeout=settings.send_timeout
+            storage, runtime.placement, limiter, runtime.media, reply_timeout=settings.send_timeout
         )
+        app[keys.PUSH] = runtime.push.subscriptions
         app[keys.HEALTH] = HealthService(
             storage, redis.client, settings.node_id, supervisor.failing
         )

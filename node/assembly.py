@@ -10,6 +10,8 @@ afterwards. Read top to bottom, this is the architecture:
     directory (leases) ─ chat actors ─ placement (local or remote) ─ forwarder (remote requests)
     dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
     device sync ─ device hub (the WebSocket edge)
+    push (subscriptions, the notifier the fan-out hands owed pushes to)
+    media: catalog, blob stores, image workers ─ media service;  cleanup of unattached uploads
 
 `NodeRuntime.loops()` lists the long-lived loops the supervisor runs.
 """
@@ -43,10 +45,18 @@ from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
 from node.http.ws.session import SessionDeps
+from node.media.blobs import BlobStores
+from node.media.catalog import MediaCatalog
+from node.media.cleanup import MediaCleanup
+from node.media.images import ImageProcessor
+from node.media.service import MediaService
+from node.push.parts import Push, build_push
+from node.push.vapid import VapidKey
 from node.services.device_sync import DeviceSync
 from node.storage import Storage
 from node.storage.cursor_writer import CursorWriter
 from node.storage.group_commit import CommitPipeline
+from node.storage.push import PushStore
 
 
 @dataclass(slots=True)
@@ -69,6 +79,9 @@ class NodeRuntime:
     subscriber: InboxSubscriber
     membership: Membership
     hub: DeviceHub
+    push: Push
+    media: MediaService
+    media_cleanup: MediaCleanup
 
     def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The node's long-lived loops, by part name (as `/healthz` names them)."""
@@ -81,6 +94,8 @@ class NodeRuntime:
             ("outbound", self.outbound.run),
             ("rerouting", self.placement.run),
             ("replies", self.forwarder.run),
+            *self.push.loops(),
+            ("media-cleanup", self.media_cleanup.run),
         ]
 
 
@@ -90,6 +105,8 @@ def assemble(
     storage: Storage,
     redis: RedisBackend,
     pubsub_redis: RedisBackend,
+    vapid: VapidKey,
+    blobs: BlobStores,
 ) -> NodeRuntime:
     committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
@@ -100,8 +117,12 @@ def assemble(
         view,
         mailbox_max=settings.mailbox_max,
         mailbox_ttl=settings.mailbox_ttl,
+        push_window=settings.push_coalesce,
     )
-    outbound = Outbound(fanout)
+    push = build_push(
+        settings, identity.incarnation, PushStore(storage.pool), redis.client, view, vapid
+    )
+    outbound = Outbound(fanout, push=push.notifier)
     presence = Presence(redis, identity.incarnation, view)
     publisher = Publisher(redis)
 
@@ -147,7 +168,7 @@ def assemble(
         chat_actor=chat_actor,
     )
     dispatcher = Dispatcher(identity, users=local_users, placement=placement, forwarder=forwarder)
-    recovery = Recovery(directory, local_users)
+    recovery = Recovery(directory, local_users, also=[push.flags.restore])
     subscriber = InboxSubscriber(
         pubsub_redis,
         identity,
@@ -168,6 +189,15 @@ def assemble(
         backlog_limit=settings.backlog_limit,
         outbox_limit=settings.outbox_limit,
     )
+    catalog = MediaCatalog(storage.pool)
+    media = MediaService(
+        catalog,
+        blobs,
+        ImageProcessor(max_pixels=settings.media_max_pixels, workers=settings.media_image_workers),
+        max_bytes=settings.media_max_bytes,
+        read_timeout=settings.media_read_timeout,
+        upload_timeout=settings.media_upload_timeout,
+    )
     return NodeRuntime(
         settings=settings,
         identity=identity,
@@ -185,4 +215,7 @@ def assemble(
         subscriber=subscriber,
         membership=membership,
         hub=DeviceHub(session_deps, local_users, user_actor),
+        push=push,
+        media=media,
+        media_cleanup=MediaCleanup(catalog, blobs, age=settings.media_cleanup_age),
     )

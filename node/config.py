@@ -7,20 +7,31 @@ into one line naming the variable and exit code 2, as the contract requires.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from node.cluster.connection import parse_redis_url
 
 ENV_PREFIX = "MESSENGER_"
+
+# The public browser push services: Chrome/Edge (FCM), Firefox (autopush), Safari, Windows (WNS).
+# `*.` allows any subdomain; a host without a port allows the default https port only.
+PUBLIC_PUSH_SERVICES = (
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+)
 
 
 class Settings(BaseSettings):
@@ -68,6 +79,31 @@ class Settings(BaseSettings):
     rate_per_second: float = Field(200.0, gt=0, description="sustained messages per user per s")
     ws_heartbeat: float = Field(30.0, gt=0, description="WebSocket ping interval, seconds")
 
+    # --- media -------------------------------------------------------------------------------
+    media_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest upload, bytes")
+    media_store: Literal["postgres", "s3"] = Field(
+        "postgres", description="where media bytes live (metadata is always in PostgreSQL)"
+    )
+    media_s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL")
+    media_s3_bucket: str | None = Field(None, validate_default=True)
+    media_s3_region: str = "us-east-1"
+    media_s3_prefix: str = Field("media/", description="key prefix of media objects")
+    media_s3_access_key_id: str | None = None
+    media_s3_secret_access_key: str | None = None
+    media_read_timeout: float = Field(
+        30.0, gt=0, description="an upload that sends nothing for this long is cut, seconds"
+    )
+    media_upload_timeout: float = Field(
+        600.0, gt=0, description="an upload that takes longer than this is cut, seconds"
+    )
+    media_cleanup_age: float = Field(
+        24 * 3600.0, ge=1, description="uploads never attached are deleted after this, seconds"
+    )
+    media_max_pixels: int = Field(
+        40_000_000, ge=1, description="images above this are not decoded (decompression bombs)"
+    )
+    media_image_workers: int = Field(2, ge=1, le=64, description="images processed at once")
+
     # --- actors and cluster -------------------------------------------------------------------
     chat_mailbox_size: int = Field(10_000, ge=16)
     user_mailbox_size: int = Field(10_000, ge=16)
@@ -78,6 +114,26 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: float = Field(1.0, gt=0, description="node membership heartbeat, seconds")
     redis_timeout: float = Field(2.0, gt=0, description="one Redis command, seconds")
+
+    # --- Web Push -----------------------------------------------------------------------------
+    push_include_text: bool = Field(False, description="put the message text into pushes")
+    push_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        PUBLIC_PUSH_SERVICES,
+        description="push-service hosts subscriptions may name (comma-separated; `*.` for any"
+        " subdomain, `host:port` for another port than 443)",
+    )
+    push_coalesce: float = Field(
+        5.0, ge=0.1, le=300, description="at most one push per user per this many seconds"
+    )
+    push_ca_file: Path | None = Field(
+        None, description="extra CA certificates trusted for push services (besides the system's)"
+    )
+    vapid_private_key: str | None = Field(
+        None, description="VAPID key: URL-safe base64 of the raw P-256 private key, or PEM"
+    )
+    vapid_subject: str = Field(
+        "mailto:admin@localhost", description="VAPID contact (`mailto:` or `https:`)"
+    )
 
     # --- operations ---------------------------------------------------------------------------
     db_pool_size: int = Field(16, ge=2, le=500)
@@ -123,11 +179,64 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
+    @field_validator("push_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [h for h in (part.strip() for part in value.split(",")) if h]
+        if isinstance(value, list | tuple):
+            hosts = tuple(str(h).strip().lower() for h in value)
+            if any(not h or "/" in h or "@" in h or "*" in h.removeprefix("*.") for h in hosts):
+                raise ValueError("must be host names (`*.` for subdomains), comma-separated")
+            return hosts
+        return value
+
+    @field_validator("push_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value
+
+    @field_validator("vapid_private_key")
+    @classmethod
+    def _vapid_key_shape(cls, value: str | None) -> str | None:
+        if value is None or value.lstrip().startswith("-----BEGIN"):
+            return value
+        try:
+            raw = base64.urlsafe_b64decode(value.strip() + "=" * (-len(value.strip()) % 4))
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("must be URL-safe base64 of a 32-byte P-256 private key, or PEM")
+        return value.strip()
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _vapid_subject(cls, value: str) -> str:
+        if not value.startswith(("mailto:", "https://")) or len(value) < 10:
+            raise ValueError("must be a mailto: or https:// URL")
+        return value
+
     @field_validator("node_id")
     @classmethod
     def _node_id_shape(cls, value: str) -> str:
         if not value or len(value) > 64 or any(c.isspace() or c in ":{}" for c in value):
             raise ValueError("must be 1-64 characters without spaces, ':' or braces")
+        return value
+
+    @field_validator("media_s3_endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("media_s3_bucket")
+    @classmethod
+    def _s3_needs_a_bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.data.get("media_store") == "s3":
+            raise ValueError("is required when MESSENGER_MEDIA_STORE=s3")
         return value
 
     @property
@@ -173,9 +282,15 @@ def resolve_jwt_secret(settings: Settings) -> str:
     """The configured secret, or one generated once and kept in the data dir (mode 0600)."""
     if settings.jwt_secret:
         return settings.jwt_secret
-    path = settings.data_dir / "jwt_secret"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:  # O_EXCL: nodes starting together on one data dir agree on the first secret written
+    return kept_secret(settings.data_dir, "jwt_secret", lambda: secrets.token_urlsafe(48))
+
+
+def kept_secret(data_dir: Path, name: str, make: Callable[[], str]) -> str:
+    """The secret kept in `data_dir/name`, made by `make()` and written (mode 0600) by the first
+    node to get there: nodes starting together on one data dir agree on the first one written."""
+    path = data_dir / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: only one writer; everyone else reads what it wrote
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         for _ in range(50):  # the writer may not have written yet
@@ -183,7 +298,7 @@ def resolve_jwt_secret(settings: Settings) -> str:
                 return secret
             time.sleep(0.02)
         raise RuntimeError(f"{path} is empty") from None
-    secret = secrets.token_urlsafe(48)
+    secret = make()
     with os.fdopen(fd, "w") as f:
         f.write(secret)
     return secret

@@ -69,12 +69,28 @@ class IdempotencyConflict(Conflict):
     code, message = "idempotency_conflict", "this client_msg_id was used in another chat"
 
 
+class UploadTimeout(ApiError):
+    """An upload that stalled or took too long: cut, so no client holds a connection forever."""
+
+    status, code, message = 408, "upload_timeout", "the upload was too slow and was cut"
+
+
 class TooLarge(ApiError):
     status, code, message = 413, "too_large", "too large"
 
 
+class RangeNotSatisfiable(ApiError):
+    status, code, message = 416, "range_not_satisfiable", "the range is outside the file"
+
+
 class ValidationFailed(ApiError):
     status, code, message = 422, "validation_error", "invalid input"
+
+
+class UnknownMedia(ValidationFailed):
+    """An attachment that names no upload of the sender's (unknown, or someone else's)."""
+
+    code, message = "unknown_media", "unknown media id in attachments"
 
 
 class RateLimited(ApiError):

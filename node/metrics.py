@@ -48,6 +48,7 @@ OWNERSHIP_CHANGES = Counter(
 SLOW_CONSUMERS = Counter(
     "messenger_slow_consumer_disconnects_total", "Sockets closed because their outbox overflowed"
 )
+PUSHES = Counter("messenger_push_total", "Web Push requests by outcome", ["outcome"])
 
 CONNECTIONS = Gauge("messenger_connections", "WebSocket connections open on this node")
 ACTORS = Gauge("messenger_actors", "Live actors on this node", ["kind"])

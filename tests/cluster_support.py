@@ -4,15 +4,29 @@ over one Redis and over a Redis Cluster."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
+from node.embedded import EmbeddedError
+from node.embedded.redis_cluster import system_redis
 from tests.support import Account, Api, NodeProcess, free_port
 
 SECRET = "cluster-test-secret-0123456789"
+
+
+def redis_cluster_available() -> None:
+    """Skip (fail in CI) when the system's redis-server and redis-cli are missing."""
+    try:
+        system_redis("redis-server"), system_redis("redis-cli")
+    except EmbeddedError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis Cluster tests need redis-server 7 in CI (./dev test installs it)")
+        pytest.skip("redis-server (7) is not installed: the Redis Cluster tests skip")
 
 
 class Cluster:

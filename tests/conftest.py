@@ -30,7 +30,7 @@ from node.cluster.connection import RedisBackend
 from node.config import Settings
 from node.embedded.redis_cluster import LocalRedisCluster
 from node.storage import Storage, apply_migrations, create_pool
-from tests.cluster_support import Cluster
+from tests.cluster_support import Cluster, redis_cluster_available
 from tests.support import Api, with_database
 
 TEST_REDIS_DB = 9
@@ -92,6 +92,7 @@ def redis_server_url(servers_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_cluster(servers_dir: Path) -> Iterator[LocalRedisCluster]:
     """The session's local Redis Cluster (own ports and directory, stopped at the end)."""
+    redis_cluster_available()
     cluster = LocalRedisCluster(servers_dir / "redis-cluster", node_timeout_ms=3000)
     cluster.start()
     yield cluster

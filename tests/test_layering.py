@@ -3,8 +3,9 @@ circle. Read from the source with `ast` (nothing is imported), so a violation fa
 confuses anyone.
 
 Layers, inner to outer: records and vocabulary (`domain`, `errors`, `ids`, `frames`) ->
-`storage` -> `actors` -> `cluster` -> `services` -> `http` (REST and the WebSocket edge) ->
-`assembly` / `app` / `cli`.
+`storage` -> `actors` -> `cluster` -> `push` / `services` -> `http` (REST and the WebSocket edge)
+-> `assembly` / `app` / `cli`. `media` is a feature beside them: it uses the vocabulary and the
+settings, and `services` and `http` use it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,33 @@ import pytest
 NODE = Path(__file__).resolve().parents[1] / "node"
 
 FORBIDDEN = {
-    "node.actors": ("node.cluster", "node.http", "node.services", "node.app", "node.assembly"),
-    "node.cluster": ("node.http", "node.services", "node.app", "node.assembly"),
-    "node.storage": ("node.actors", "node.cluster", "node.http", "node.services", "node.app"),
+    "node.actors": (
+        "node.cluster",
+        "node.http",
+        "node.services",
+        "node.push",
+        "node.app",
+        "node.assembly",
+    ),
+    "node.cluster": ("node.http", "node.services", "node.push", "node.app", "node.assembly"),
+    "node.push": ("node.actors", "node.http", "node.services", "node.app", "node.assembly"),
+    "node.storage": (
+        "node.actors",
+        "node.cluster",
+        "node.http",
+        "node.services",
+        "node.push",
+        "node.app",
+    ),
     "node.services": ("node.http", "node.app", "node.assembly"),
+    "node.media": (
+        "node.actors",
+        "node.cluster",
+        "node.services",
+        "node.http",
+        "node.app",
+        "node.assembly",
+    ),
     "node.domain": ("node.storage", "node.actors", "node.cluster", "node.services", "node.http"),
     "node.errors": ("node.storage", "node.actors", "node.cluster", "node.services", "node.http"),
     "node.ids": ("node.storage", "node.actors", "node.cluster", "node.services", "node.http"),

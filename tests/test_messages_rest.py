@@ -177,7 +177,7 @@ async def test_unknown_attachment_is_refused(
 ) -> None:
     alice, _, chat_id = pair
     r = await post(api, alice, chat_id, {"client_msg_id": "c", "text": "t", "attachments": ["404"]})
-    assert_error(r, 422)
+    assert_error(r, 422, "unknown_media")
     assert await rows(storage, chat_id) == []
 
 

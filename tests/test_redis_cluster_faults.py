@@ -19,7 +19,13 @@ from node.cluster import keys
 from node.cluster.connection import RedisBackend
 from node.embedded import EmbeddedError
 from node.embedded.redis_cluster import LocalRedisCluster
-from tests.cluster_support import Cluster, pair, send_until_accepted, wait_cursor
+from tests.cluster_support import (
+    Cluster,
+    pair,
+    redis_cluster_available,
+    send_until_accepted,
+    wait_cursor,
+)
 from tests.support import Account, Api, WsClient
 
 pytestmark = pytest.mark.process
@@ -28,6 +34,7 @@ pytestmark = pytest.mark.process
 @pytest.fixture(scope="module")
 def fault_cluster(servers_dir: Path) -> Iterator[LocalRedisCluster]:
     """A Redis Cluster of this module's own (1 s node timeout: failovers in about 2-3 s)."""
+    redis_cluster_available()
     cluster = LocalRedisCluster(servers_dir / "redis-faults", node_timeout_ms=1000)
     cluster.start()
     yield cluster

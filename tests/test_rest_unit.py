@@ -138,7 +138,15 @@ def _agrees(model: type[BaseModel], data: dict[str, Any]) -> None:
 
 
 def test_message_dict_agrees_with_message_schema() -> None:
-    attachment = {"id": "7", "content_type": "image/png", "size": 3, "sha256": "ab" * 32}
+    attachment = {
+        "id": "kq3Yc1v2QzS0bFhZqg9b3w",
+        "content_type": "image/png",
+        "size": 3,
+        "sha256": "ab" * 32,
+        "width": 4,
+        "height": 2,
+        "has_preview": True,
+    }
     message = domain.Message(9, 4, 3, 1, "c-1", "hi", NOW, (attachment,))
     wire = _wire(message_dict(message))
     _agrees(schemas.Message, message_dict(message))
@@ -209,6 +217,9 @@ def test_openapi_has_every_route(document: dict[str, Any]) -> None:
         ("delete", "/api/v1/chats/{id}/members/{user_id}"),
         ("post", "/api/v1/chats/{id}/messages"),
         ("get", "/api/v1/chats/{id}/messages"),
+        ("post", "/api/v1/media"),
+        ("get", "/api/v1/media/{id}"),
+        ("get", "/api/v1/media/{id}/preview"),
         ("get", "/healthz"),
         ("get", WS_PATH),
     }

@@ -16,7 +16,7 @@ from node.actors.local_users import LocalUsers
 from node.actors.ports import BatchMeta
 from node.actors.user import DeliverFrame, DeliverMessages
 from node.cluster import envelopes
-from node.cluster.fanout import FanoutGroup
+from node.cluster.fanout import FanoutGroup, PushHint
 from node.cluster.identity import NodeIdentity
 from node.cluster.mailbox import mailbox_entry
 from node.cluster.outbound import Outbound
@@ -48,7 +48,7 @@ class Delivery:
             )
         )
         boxed = [mailbox_entry(chat_id, s, f) for s, f in entries]
-        await self._outbound.submit(FanoutGroup(member_ids, payload, boxed))
+        await self._outbound.submit(FanoutGroup(member_ids, payload, boxed, _push_hint(batch)))
 
     async def frame(
         self,
@@ -82,3 +82,14 @@ class Delivery:
             )
         )
         await self._outbound.submit(FanoutGroup([user_id], payload))
+
+
+def _push_hint(batch: Sequence[EncodedMessage]) -> PushHint | None:
+    """The batch's newest message, and the newest one not from its sender (for that sender)."""
+    if not batch:
+        return None
+    newest = batch[-1].message
+    other = next(
+        (e.message.id for e in reversed(batch) if e.message.sender_id != newest.sender_id), 0
+    )
+    return PushHint(newest.id, newest.sender_id, other)

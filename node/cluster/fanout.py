@@ -23,6 +23,11 @@ Two ways, one outcome, chosen by what is cheap where (measured, docs/SCALING.md)
 Per target node, envelopes are published in the order of the groups (one connection per shard,
 in order). Presence entries are described in `node.cluster.presence`, mailboxes in
 `node.cluster.mailbox`.
+
+A dormant member with a push subscription (`pushsub:{u:<user>}`) is owed a push about the group's
+message when the fan-out can take its push gate (`node.push.coalescing`): the result lists those
+pushes. Every key of one user carries the user's hash tag, so the gate is taken by one small
+script on the user's slot.
 """
 
 from __future__ import annotations
@@ -34,22 +39,39 @@ from typing import Any
 from node.cluster import keys
 from node.cluster.connection import RedisBackend
 from node.cluster.liveness import ClusterView
+from node.cluster.scripts import SlotScript
 
-# One Redis, a whole batch. KEYS: presence and mailbox of each user of the batch. ARGV: origin,
-# mailbox max and ttl, inbox channel prefix and suffix, dead nodes (count first), groups (count
-# first; each: member count, members as KEYS pair numbers, payload, entry count, entries).
-# Returns {dormant, published}.
+# Owe a push to a dormant user (KEYS: its pushsub, pushgate and pushlate keys): nothing without a
+# subscription; the gate taken now (SET NX, the window as expiry, holding this node) -> owed;
+# else the message is left as the late one. ARGV: this node, window ms, message id.
+# Returns 1 when the push is owed now.
+_OWE_PUSH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', tonumber(ARGV[2]) * 3)
+return 0
+"""
+
+# One Redis, a whole batch. KEYS: for each user of the batch its presence, mailbox, pushsub,
+# pushgate and pushlate keys. ARGV: origin, mailbox max and ttl, inbox channel prefix and suffix,
+# push window ms, dead nodes (count first), groups (count first; each: member count, members as
+# numbers of their KEYS quintuple, payload, push message id, its sender, the newest message of
+# someone else (0: none), entry count, entries). Returns {dormant, published, pushes owed (user,
+# message id, ...)}.
 _FANOUT = """
 local origin, mbox_max, mbox_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local inbox_prefix, inbox_suffix = ARGV[4], ARGV[5]
+local inbox_prefix, inbox_suffix, push_window = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local dead = {}
-local at = 7 + tonumber(ARGV[6])
-for i = 7, at - 1 do dead[ARGV[i]] = true end
+local at = 8 + tonumber(ARGV[7])
+for i = 8, at - 1 do dead[ARGV[i]] = true end
 local holders = {}  -- user -> other nodes holding its devices (false: dormant)
 local function nodes_of(u)
   local known = holders[u]
   if known ~= nil then return known end
-  local pkey = KEYS[2 * u - 1]
+  local pkey = KEYS[5 * u - 4]
   local found, live = {}, 0
   for _, node in ipairs(redis.call('HKEYS', pkey)) do
     if dead[node] then
@@ -63,25 +85,48 @@ local function nodes_of(u)
   holders[u] = found
   return found
 end
+local pushes = {}  -- user, message id, ...: pushes owed now (see node.push.coalescing)
+local subscribed = {}  -- user -> has a push subscription (looked up once per call)
+local function owe_push(u, uid, mid)
+  if mid == '0' then return end
+  local sub = subscribed[u]
+  if sub == nil then
+    sub = redis.call('EXISTS', KEYS[5 * u - 2]) == 1
+    subscribed[u] = sub
+  end
+  if not sub then return end
+  if redis.call('SET', KEYS[5 * u - 1], origin, 'NX', 'PX', push_window) then
+    redis.call('DEL', KEYS[5 * u])
+    pushes[#pushes + 1] = uid
+    pushes[#pushes + 1] = mid
+  else
+    redis.call('SET', KEYS[5 * u], mid, 'PX', push_window * 3)
+  end
+end
 local dormant, published = 0, 0
 local groups = tonumber(ARGV[at])
 at = at + 1
 for _ = 1, groups do
   local n = tonumber(ARGV[at])
   local payload = ARGV[at + n + 1]
-  local n_entries = tonumber(ARGV[at + n + 2])
-  local entries_at = at + n + 3
+  local push_mid, push_from, push_alt = ARGV[at + n + 2], ARGV[at + n + 3], ARGV[at + n + 4]
+  local n_entries = tonumber(ARGV[at + n + 5])
+  local entries_at = at + n + 6
   local seen = {}
   for i = at + 1, at + n do
     local u = tonumber(ARGV[i])
     local nodes = nodes_of(u)
     if nodes == false then
       if n_entries > 0 then
-        local mkey = KEYS[2 * u]
+        local mkey = KEYS[5 * u - 3]
         redis.call('RPUSH', mkey, unpack(ARGV, entries_at, entries_at + n_entries - 1))
         redis.call('LTRIM', mkey, -mbox_max, -1)
         redis.call('EXPIRE', mkey, mbox_ttl)
         dormant = dormant + 1
+        if push_mid ~= '0' then
+          local uid = string.match(KEYS[5 * u - 4], '{u:(%d+)}')
+          owe_push(u, uid, uid == push_from and push_alt or push_mid)
+        end
       end
     else
       for _, node in ipairs(nodes) do
@@ -95,8 +140,25 @@ for _ = 1, groups do
   end
   at = entries_at + n_entries
 end
-return {dormant, published}
+return {dormant, published, pushes}
 """
+
+
+@dataclass(slots=True, frozen=True)
+class PushHint:
+    """Which message a dormant member of a message group is owed a push about: the newest
+    (`message_id`), or for its own sender the newest one someone else sent (`other_id`, 0 if
+    none: nobody is pushed about their own messages)."""
+
+    message_id: int
+    sender_id: int
+    other_id: int
+
+    def for_user(self, user_id: int) -> int:
+        return self.other_id if user_id == self.sender_id else self.message_id
+
+
+_NO_PUSH = PushHint(0, 0, 0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -104,12 +166,16 @@ class FanoutGroup:
     user_ids: Sequence[int]
     payload: bytes
     mailbox_entries: Sequence[bytes] = ()
+    push: PushHint | None = None
 
 
 @dataclass(slots=True, frozen=True)
 class FanoutResult:
     dormant: int
     published: int
+    # (user id, message id): dormant users with a push subscription whose coalescing window
+    # this call opened (see node.push.coalescing)
+    pushes: Sequence[tuple[int, int]] = ()
 
 
 class Fanout:
@@ -121,6 +187,7 @@ class Fanout:
         *,
         mailbox_max: int,
         mailbox_ttl: int,
+        push_window: float = 5.0,
     ) -> None:
         self._backend = backend
         self._redis = backend.client
@@ -128,7 +195,9 @@ class Fanout:
         self._view = view
         self._mailbox_max = mailbox_max
         self._mailbox_ttl = mailbox_ttl
+        self._push_window_ms = max(1, int(push_window * 1000))
         self._script = backend.client.register_script(_FANOUT)
+        self._owe_push = SlotScript(backend, _OWE_PUSH)
 
     async def fanout_many(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
         """Several fan-outs, applied in order. Raises RedisError (or another of
@@ -145,21 +214,25 @@ class Fanout:
         number = {uid: n for n, uid in enumerate(users, start=1)}
         call_keys: list[str] = []
         for uid in users:
-            call_keys += [keys.presence(uid), keys.mailbox(uid)]
+            call_keys += [keys.presence(uid), keys.mailbox(uid), *_push_keys(uid)]
         args: list[bytes | str | int] = [
             self._me,
             self._mailbox_max,
             self._mailbox_ttl,
             keys.INBOX_PREFIX,
             keys.INBOX_SUFFIX,
+            self._push_window_ms,
             *self._view.dead_args(),
             len(groups),
         ]
         for group in groups:
+            push = group.push or _NO_PUSH
             args += [len(group.user_ids), *(number[uid] for uid in group.user_ids)]
-            args += [group.payload, len(group.mailbox_entries), *group.mailbox_entries]
-        dormant, published = await self._script(keys=call_keys, args=args)
-        return FanoutResult(int(dormant), int(published))
+            args += [group.payload, push.message_id, push.sender_id, push.other_id]
+            args += [len(group.mailbox_entries), *group.mailbox_entries]
+        dormant, published, owed = await self._script(keys=call_keys, args=args)
+        pushes = [(int(owed[i]), int(owed[i + 1])) for i in range(0, len(owed), 2)]
+        return FanoutResult(int(dormant), int(published), pushes)
 
     async def _sharded(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
         users = list(dict.fromkeys(uid for group in groups for uid in group.user_ids))
@@ -176,6 +249,7 @@ class Fanout:
             stale += [(uid, n) for n in names if n in dead]
             holders[uid] = [n for n in live if n != self._me] if live else None
         dormant = published = 0
+        owing: list[tuple[int, int]] = []  # (user, message) for dormant members of push groups
         async with self._redis.pipeline(transaction=False) as pipe:
             for uid, node in stale:
                 pipe.hdel(keys.presence(uid), node)
@@ -187,6 +261,8 @@ class Fanout:
                         if group.mailbox_entries:
                             self._box(pipe, uid, group.mailbox_entries)
                             dormant += 1
+                            if group.push is not None and group.push.message_id:
+                                owing.append((uid, group.push.for_user(uid)))
                     else:
                         targets.update(dict.fromkeys(nodes))
                 for node in targets:
@@ -194,10 +270,24 @@ class Fanout:
                 published += len(targets)
             if len(pipe):
                 await pipe.execute()
-        return FanoutResult(dormant, published)
+        return FanoutResult(dormant, published, await self._pushes_owed(owing))
+
+    async def _pushes_owed(self, owing: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Take the push gates of these dormant users (one small script per user, on its
+        slot, pipelined): the pushes owed now."""
+        owing = [(uid, mid) for uid, mid in owing if mid]
+        flags = await self._owe_push.run(
+            [(_push_keys(uid), [self._me, self._push_window_ms, mid]) for uid, mid in owing]
+        )
+        return [pair for pair, owed in zip(owing, flags, strict=True) if owed]
 
     def _box(self, pipe: Any, user_id: int, entries: Sequence[bytes]) -> None:
+        """Append to a dormant user's mailbox (in the pipeline)."""
         key = keys.mailbox(user_id)
         pipe.rpush(key, *entries)
         pipe.ltrim(key, -self._mailbox_max, -1)
         pipe.expire(key, self._mailbox_ttl)
+
+
+def _push_keys(user_id: int) -> list[str]:
+    return [keys.push_subscribed(user_id), keys.push_gate(user_id), keys.push_late(user_id)]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
 
 from node import metrics
 from node.cluster.connection import REDIS_DOWN
@@ -24,9 +26,25 @@ log = logging.getLogger(__name__)
 _RETRY_DELAYS = (0.05, 0.2, 0.5)
 
 
+class PushSink(Protocol):
+    """Where pushes owed to dormant users go (implemented by node.push.notifier)."""
+
+    def owed(self, pushes: Sequence[tuple[int, int]]) -> None:
+        """(user id, message id) pairs; returns at once, whatever happens to them."""
+        ...
+
+
 class Outbound:
-    def __init__(self, fanout: Fanout, *, limit: int = 10_000, max_groups: int = 512) -> None:
+    def __init__(
+        self,
+        fanout: Fanout,
+        *,
+        push: PushSink | None = None,
+        limit: int = 10_000,
+        max_groups: int = 512,
+    ) -> None:
         self._fanout = fanout
+        self._push = push
         self._limit = limit
         self._max_groups = max_groups
         self._queue: deque[FanoutGroup] = deque()
@@ -91,4 +109,6 @@ class Outbound:
                 continue
             if result.dormant:
                 metrics.MAILBOX_APPENDS.inc(result.dormant)
+            if result.pushes and self._push is not None:
+                self._push.owed(result.pushes)
             return

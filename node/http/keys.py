@@ -6,6 +6,8 @@ from aiohttp import web
 
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
+from node.media.service import MediaService
+from node.push.subscriptions import PushSubscriptions
 from node.services.auth import AuthService
 from node.services.chats import ChatService
 from node.services.health import HealthService
@@ -19,3 +21,5 @@ CHATS = web.AppKey("chats", ChatService)
 MESSAGES = web.AppKey("messages", MessageService)
 HEALTH = web.AppKey("health", HealthService)
 DEVICES = web.AppKey("devices", DeviceHub)
+PUSH = web.AppKey("push", PushSubscriptions)
+MEDIA = web.AppKey("media", MediaService)

@@ -23,6 +23,7 @@ routes = RouteTable()
     errors=(
         errors.NotMember,
         errors.IdempotencyConflict,
+        errors.UnknownMedia,
         errors.RateLimited,
         errors.Unavailable,
         errors.InternalError,
@@ -33,7 +34,8 @@ async def send_message(
 ) -> web.Response:
     """Stored durably before the answer. `client_msg_id` is unique per sender across all chats:
     a repeat returns the original message whatever its text; a repeat naming another chat is
-    409 `idempotency_conflict`."""
+    409 `idempotency_conflict`. `attachments` name your own uploads (else 422 `unknown_media`);
+    with attachments the text may be empty."""
     message, created = await request.app[MESSAGES].send(
         me, id, body.client_msg_id, body.text, body.attachments
     )

@@ -11,10 +11,11 @@ from aiohttp import web
 
 from node import metrics
 from node.frames import dumps
-from node.http import auth, chats, docs, health, messages, users
+from node.http import auth, chats, docs, health, media, messages, push, users
 from node.http.endpoints import Endpoint, register
 from node.http.openapi import WS_PATH, build_openapi
 from node.http.ws.handler import websocket_handler
+from node.web import setup_web_client
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     *health.routes,
@@ -22,13 +23,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *users.routes,
     *chats.routes,
     *messages.routes,
+    *push.routes,
+    *media.routes,
 )
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register the REST endpoints, the OpenAPI document and `/docs`, and the WebSocket."""
+    """Register the REST endpoints, the OpenAPI document and `/docs`, the WebSocket, and the web
+    client at `/`."""
     register(app, ENDPOINTS, auth.authenticate)
 
     document = dumps(build_openapi(ENDPOINTS))  # built once: it depends on code only
@@ -46,3 +50,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(docs.PREFIX + "{name}", docs.asset)
 
     app.router.add_get(WS_PATH, websocket_handler)
+    setup_web_client(app)

@@ -14,9 +14,17 @@ an `int` inside. Times are RFC 3339 UTC strings ending in `Z`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from node import domain
@@ -36,6 +44,22 @@ Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 def _no_default(schema: dict[str, Any]) -> None:
     """Leave `default: null` out of an optional field's schema: absent, never null, on the wire."""
     schema.pop("default", None)
+
+
+class _Sendable(Protocol):
+    text: str
+    attachments: list[str]
+
+
+S = TypeVar("S", bound=_Sendable)
+
+
+def text_or_attachments(message: S) -> S:
+    """Message text is 1-4000 characters, or empty when the message has attachments (the
+    REST body and the WebSocket `send` frame share this rule)."""
+    if not message.text and not message.attachments:
+        raise ValueError("text: at least 1 character, unless the message has attachments")
+    return message
 
 
 class Body(BaseModel):
@@ -87,10 +111,21 @@ class Chat(Out):
 
 
 class Media(Out):
-    id: str
-    content_type: str
-    size: int
-    sha256: str
+    id: str = Field(description="opaque and unguessable", examples=["kq3Yc1v2QzS0bFhZqg9b3w"])
+    content_type: str = Field(
+        description="taken from the bytes (images, audio, video, PDF); anything else is"
+        " application/octet-stream",
+        examples=["image/jpeg"],
+    )
+    size: int = Field(description="bytes, as stored (an image without its metadata)")
+    sha256: str = Field(description="hex digest of the bytes as stored")
+    width: int | SkipJsonSchema[None] = Field(
+        default=None, description="images only, in pixels", json_schema_extra=_no_default
+    )
+    height: int | SkipJsonSchema[None] = Field(
+        default=None, description="images only, in pixels", json_schema_extra=_no_default
+    )
+    has_preview: bool = Field(description="GET /api/v1/media/{id}/preview has a small image")
 
 
 class Message(Out):
@@ -190,10 +225,14 @@ class SendMessage(Body):
     client_msg_id: str = Field(
         min_length=1, max_length=64, description="unique per sender across all chats"
     )
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(
+        max_length=4000, description="1-4000 characters; may be empty when there are attachments"
+    )
     attachments: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=10, description="ids of media you uploaded"
     )
+
+    _text_or_attachments = model_validator(mode="after")(text_or_attachments)
 
 
 # --- query strings -----------------------------------------------------------------------------
@@ -219,6 +258,11 @@ class HistoryPage(Query):
 
 
 # --- rendering ---------------------------------------------------------------------------------
+
+
+def media_out(attachment: domain.Attachment) -> dict[str, Any]:
+    """The contract's `Media` object (as messages carry it, and as an upload answers)."""
+    return dict(attachment)
 
 
 def user_out(user: domain.User) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from node import errors, tracing
 from node.actors.commands import ChatSignalCommand, SendCommand, SendOutcome
 from node.cluster.placement import ChatPlacement
 from node.domain import Message
+from node.media.service import MediaService
 from node.services.ratelimit import RateLimiter
 from node.storage import Storage
 
@@ -25,12 +26,14 @@ class MessageService:
         storage: Storage,
         placement: ChatPlacement,
         limiter: RateLimiter,
+        media: MediaService,
         *,
         reply_timeout: float,
     ) -> None:
         self._storage = storage
         self._placement = placement
         self._limiter = limiter
+        self._media = media
         self._reply_timeout = reply_timeout
 
     async def submit(
@@ -42,14 +45,14 @@ class MessageService:
         attachments: list[str],
         reply: Callable[[SendOutcome], None],
     ) -> None:
-        """Start a send; `reply` gets its outcome later. Raises RateLimited or
-        ValidationFailed before anything is sent."""
-        if attachments:
-            raise errors.ValidationFailed("unknown media id in attachments", code="unknown_media")
+        """Start a send; `reply` gets its outcome later. Raises RateLimited, UnknownMedia (an
+        attachment that is not one of the sender's uploads) or ValidationFailed before anything
+        is sent. Attachments travel as the contract's Media objects, resolved here once."""
         if not self._limiter.allow(user_id):
             raise errors.RateLimited()
+        media = await self._media.resolve(user_id, attachments)
         await self._placement.route(
-            SendCommand(chat_id, user_id, client_msg_id, text, (), reply, tracing.carrier())
+            SendCommand(chat_id, user_id, client_msg_id, text, media, reply, tracing.carrier())
         )
 
     async def send(

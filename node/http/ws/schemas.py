@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
+from node.http.schemas import text_or_attachments
 from node.ids import MAX_SEQ, parse_id
 
 Id = Annotated[int, BeforeValidator(parse_id), Field(json_schema_extra={"type": "string"})]
@@ -20,10 +21,12 @@ class SendFrame(_Frame):
     type: Literal["send"]
     chat_id: Id
     client_msg_id: Annotated[str, Field(min_length=1, max_length=64)]
-    text: Annotated[str, Field(min_length=1, max_length=4000)]
-    attachments: list[Annotated[str, Field(max_length=64)]] = Field(
+    text: Annotated[str, Field(max_length=4000)]  # may be empty when there are attachments
+    attachments: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=10
     )
+
+    _text_or_attachments = model_validator(mode="after")(text_or_attachments)
 
 
 class AckFrame(_Frame):
