@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from node.cluster import envelopes, keys
@@ -59,19 +58,6 @@ def test_keys_used_together_share_a_hash_slot() -> None:
     assert key_slot(keys.mailbox(42).encode()) == slot
     assert len({key_slot(keys.presence(u).encode()) for u in range(100)}) > 50  # spread out
     assert keys.inbox("n#1") != keys.inbox("n#2")
-
-
-def test_a_batch_is_one_group_on_one_redis_and_one_group_per_slot_on_a_cluster() -> None:
-    names = [keys.presence(u) for u in range(50)] + [keys.mailbox(3)]
-    single = RedisBackend(client=None, sharded=False)  # type: ignore[arg-type]
-    assert single.group_by_slot(names) == [list(range(51))]
-    assert single.group_by_slot([]) == []
-    cluster = RedisBackend.over(RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", 1)]))
-    groups = cluster.group_by_slot(names)
-    assert sorted(i for g in groups for i in g) == list(range(51))
-    for group in groups:
-        assert len({key_slot(names[i].encode()) for i in group}) == 1
-    assert [3, 50] in groups  # user 3's presence and mailbox travel together
 
 
 # --- scripts and Pub/Sub over a real Redis and a real Redis Cluster ----------------------------

@@ -3,10 +3,11 @@
 with TLS), chosen by the URL's scheme.
 
 Everything else sees a `RedisBackend`: the client, whether keys are sharded over hash slots
-(`sharded`), how a batch of keys falls into slots (`group_by_slot`: one group on a single Redis,
-so a script call carries a whole batch there), and the Pub/Sub flavour (plain `PUBLISH` /
-`SUBSCRIBE` on one Redis, which also serves Redis 6; sharded `SPUBLISH` / `SSUBSCRIBE` on a Redis
-Cluster, so a message is sent on the shard of the node that needs it, never broadcast).
+(`sharded`: then no script may span slots, and a batch that one script call carries on one Redis
+is sent as pipelined commands, routed to every shard in parallel), and the Pub/Sub flavour (plain
+`PUBLISH` / `SUBSCRIBE` on one Redis, which also serves Redis 6; sharded `SPUBLISH` / `SSUBSCRIBE`
+on a Redis Cluster, so a message is sent on the shard of the node that needs it, never
+broadcast).
 
 Clients fail fast when Redis is away (a short retry for a dropped connection) instead of hanging:
 callers answer 503 or carry on without Redis.
@@ -14,8 +15,7 @@ callers answer 503 or carry on without Redis.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, ExponentialBackoff
-from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -112,16 +111,6 @@ class RedisBackend:
     def over(cls, client: RedisClient) -> RedisBackend:
         """A backend over a client made elsewhere (tests, tools)."""
         return cls(client, sharded=isinstance(client, RedisCluster))
-
-    def group_by_slot(self, keys: Sequence[str]) -> list[list[int]]:
-        """The positions of `keys` grouped so that each group's keys share a hash slot, in
-        first-seen order. On one Redis every key is in one group: one call carries a batch."""
-        if not self.sharded:
-            return [list(range(len(keys)))] if keys else []
-        groups: dict[int, list[int]] = defaultdict(list)
-        for position, key in enumerate(keys):
-            groups[key_slot(key.encode())].append(position)
-        return list(groups.values())
 
     async def publish(self, channel: str, data: bytes) -> int:
         """Publish to a node's inbox; how many subscribers got it (on a Redis Cluster: those
