@@ -107,23 +107,12 @@ class RedisBackend:
             return cls(_cluster_client(target, timeout=timeout, pubsub=pubsub), sharded=True)
         return cls(_single_client(url, timeout=timeout, pubsub=pubsub), sharded=False)
 
-    @classmethod
-    def over(cls, client: RedisClient) -> RedisBackend:
-        """A backend over a client made elsewhere (tests, tools)."""
-        return cls(client, sharded=isinstance(client, RedisCluster))
-
     async def publish(self, channel: str, data: bytes) -> int:
         """Publish to a node's inbox; how many subscribers got it (on a Redis Cluster: those
         on the shard's master, where inbox subscribers connect)."""
         if self.sharded:
             return int(await self.client.spublish(channel, data))
         return int(await self.client.publish(channel, data))
-
-    @property
-    def publish_command(self) -> str:
-        """What a script on one Redis calls to publish (a Redis Cluster publishes from the
-        caller, on the channel's own shard)."""
-        return "SPUBLISH" if self.sharded else "PUBLISH"
 
     async def refresh(self) -> None:
         """Forget the cluster's layout and discover it again (after a failover or a slot
