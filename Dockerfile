@@ -15,12 +15,12 @@ WORKDIR /build
 RUN python -m venv /opt/venv
 # Only pyproject.toml first, so the dependency layer is rebuilt only when dependencies change.
 # Every dependency ships manylinux wheels for 3.11; add build-essential here if one ever doesn't.
-COPY pyproject.toml ./
-# The project's base dependencies only (no extras). The project itself is not pip-installed: the
-# node finds its SQL migrations at <source tree>/migrations (node/storage/migrate.py), which an
-# installed wheel would not have, so the final stage runs the source tree from /app instead.
+COPY pyproject.toml constraints.txt ./
+# The project's base dependencies only (no extras), at the versions the lock pins. The project
+# itself is not pip-installed: the final stage runs the source tree from /app (node/migrations
+# there links to migrations/, copied beside it).
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && /opt/venv/bin/pip install -r requirements.txt
+ && /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
 
 # --- final: the venv plus the source, run as a non-root user --------------------------------------
 # Same base image as the builder, so the venv's interpreter symlinks stay valid.

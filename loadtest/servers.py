@@ -254,6 +254,7 @@ class ServerGroup:
                     "MESSENGER_JWT_SECRET": secret,
                     "MESSENGER_NODE_ID": f"bench-{'ab'[n % 2]}{n}",
                     "MESSENGER_BCRYPT_ROUNDS": "4",
+                    "MESSENGER_AUTH_THROTTLE": "false",
                     "MESSENGER_LOG_LEVEL": "WARNING",
                     **extra_env,
                 }

@@ -22,13 +22,15 @@ from node.assembly import NodeRuntime, assemble
 from node.cluster.connection import RedisBackend
 from node.cluster.identity import NodeIdentity
 from node.config import Settings, resolve_jwt_secret
-from node.http import keys
+from node.http import keys, protocol
 from node.http.middleware import error_middleware
 from node.http.routes import setup_routes
 from node.media.blobs.configured import open_blob_stores
 from node.push.vapid import resolve_vapid_key
 from node.services.auth import AuthService
+from node.services.auth_throttle import AuthThrottle
 from node.services.chats import ChatService
+from node.services.hashing import HashingGate
 from node.services.health import HealthService
 from node.services.messages import MessageService
 from node.services.ratelimit import RateLimiter
@@ -48,7 +50,12 @@ def build_app(settings: Settings, *, on_fatal: OnFatal | None = None) -> web.App
     """The node as an aiohttp application. `on_fatal(part)` is called when a part of the node
     cannot be restarted any more (a served node stops itself then); without it the node stays
     up with `/healthz` red."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    protocol.install()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware],
+        handler_args=protocol.handler_args(keepalive_timeout=settings.keepalive_timeout),
+    )
     app[keys.SETTINGS] = settings
     app[_ON_FATAL] = on_fatal
     app.cleanup_ctx.append(_node_context)
@@ -102,7 +109,15 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[SUPERVISOR] = supervisor
         metrics.bind_runtime(runtime)
         app[keys.DEVICES] = runtime.hub
-        app[keys.AUTH] = AuthService(storage, settings, resolve_jwt_secret(settings))
+        gate = HashingGate(settings.hash_workers, settings.hash_queue, fair=settings.auth_throttle)
+        stack.callback(gate.close)
+        app[keys.AUTH] = AuthService(
+            storage,
+            settings,
+            resolve_jwt_secret(settings),
+            gate=gate,
+            throttle=AuthThrottle(redis.client, settings),
+        )
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
         app[keys.MEDIA] = runtime.media

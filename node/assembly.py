@@ -188,6 +188,7 @@ def assemble(
         node_id=settings.node_id,
         backlog_limit=settings.backlog_limit,
         outbox_limit=settings.outbox_limit,
+        abort_after=settings.close_grace,
     )
     catalog = MediaCatalog(storage.pool)
     media = MediaService(

@@ -8,6 +8,7 @@ into one line naming the variable and exit code 2, as the contract requires.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 import sys
@@ -59,12 +60,41 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(900, ge=10, description="access token lifetime, seconds")
     refresh_token_ttl: int = Field(30 * 24 * 3600, ge=60, description="refresh token lifetime, s")
     bcrypt_rounds: int = Field(12, ge=4, le=31)
+    auth_throttle: bool = Field(
+        True, description="false: no login/registration throttling (benchmarks, load tests)"
+    )
+    login_limit_account: str = Field(
+        "10/minute;100/hour", description="login attempts per account (moving windows)"
+    )
+    login_limit_address: str = Field(
+        "30/minute;300/hour", description="login attempts per client address"
+    )
+    register_limit_address: str = Field(
+        "10/minute;50/hour", description="registrations per client address"
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated networks of reverse proxies whose X-Forwarded-For names"
+        " the client (throttling is per client address)",
+    )
+    hash_workers: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="password hashes computed at once (threads)",
+    )
+    hash_queue: int = Field(
+        32, ge=1, description="logins/registrations waiting for a hashing worker (429 above)"
+    )
 
     # --- delivery -----------------------------------------------------------------------------
     backlog_limit: int = Field(
         1000, ge=1, description="newest unacked messages per chat on connect"
     )
     outbox_limit: int = Field(8192, ge=16, description="frames queued per socket before disconnect")
+    close_grace: float = Field(
+        2.0, gt=0, le=60, description="a socket that cannot take its close frame is cut after, s"
+    )
     ack_flush_interval: float = Field(0.1, gt=0, le=0.25, description="ack batching, seconds")
     mailbox_max: int = Field(
         10_000, ge=100, description="entries kept in a dormant user's Redis list"
@@ -78,6 +108,13 @@ class Settings(BaseSettings):
     rate_burst: int = Field(1000, ge=1, description="messages a user may send in a burst")
     rate_per_second: float = Field(200.0, gt=0, description="sustained messages per user per s")
     ws_heartbeat: float = Field(30.0, gt=0, description="WebSocket ping interval, seconds")
+    body_timeout: float = Field(10.0, gt=0, description="a request body must arrive within, s")
+    keepalive_timeout: float = Field(
+        30.0, gt=0, description="an HTTP connection waiting for a request is closed after, s"
+    )
+    signal_interval: float = Field(
+        0.5, gt=0, le=5, description="typing/read frames per chat and device: one per interval"
+    )
 
     # --- media -------------------------------------------------------------------------------
     media_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest upload, bytes")
@@ -172,6 +209,31 @@ class Settings(BaseSettings):
             parse_redis_url(value)  # raises ValueError saying what is wrong
         return value
 
+    @field_validator("login_limit_account", "login_limit_address", "register_limit_address")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must be limits like '10/minute;100/hour'") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        try:
+            _parse_networks(value)
+        except ValueError:
+            raise ValueError("must be comma-separated networks like 10.0.0.0/8,::1") from None
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """`trusted_proxies` parsed."""
+        return _parse_networks(self.trusted_proxies)
+
     @field_validator("jwt_secret")
     @classmethod
     def _secret_length(cls, value: str | None) -> str | None:
@@ -259,6 +321,17 @@ class Settings(BaseSettings):
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (validated), e.g. resolved embedded URLs."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in value.split(",")
+        if part.strip()
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -21,6 +21,11 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the error body."""
+        return {}
+
 
 class MalformedJson(ApiError):
     status, code, message = 400, "malformed_json", "the body is not valid JSON"
@@ -69,10 +74,11 @@ class IdempotencyConflict(Conflict):
     code, message = "idempotency_conflict", "this client_msg_id was used in another chat"
 
 
-class UploadTimeout(ApiError):
-    """An upload that stalled or took too long: cut, so no client holds a connection forever."""
+class RequestTimeout(ApiError):
+    """A body (JSON or an upload) that stalled or took too long: the connection is cut, so no
+    client holds one forever."""
 
-    status, code, message = 408, "upload_timeout", "the upload was too slow and was cut"
+    status, code, message = 408, "request_timeout", "the request body did not arrive in time"
 
 
 class TooLarge(ApiError):
@@ -95,6 +101,16 @@ class UnknownMedia(ValidationFailed):
 
 class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "too many requests, slow down"
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(ApiError):

@@ -45,6 +45,11 @@ POSTGRES_ERRORS = Counter(
 OWNERSHIP_CHANGES = Counter(
     "messenger_ownership_changes_total", "Chat ownership taken or lost by this node", ["change"]
 )
+AUTH_THROTTLED = Counter(
+    "messenger_auth_throttled_total",
+    "Login and registration attempts refused before any password was hashed",
+    ["scope"],
+)
 SLOW_CONSUMERS = Counter(
     "messenger_slow_consumer_disconnects_total", "Sockets closed because their outbox overflowed"
 )

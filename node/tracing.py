@@ -74,6 +74,7 @@ def setup_tracing(
 
 
 def _instrument(provider: TracerProvider) -> None:
+    _redact_tokens_in_urls()
     for instrumentor in _instrumentors():
         if not instrumentor.is_instrumented_by_opentelemetry:
             with warnings.catch_warnings():
@@ -81,6 +82,16 @@ def _instrument(provider: TracerProvider) -> None:
                 # discourages with a DeprecationWarning; the subclass only adds a middleware
                 warnings.simplefilter("ignore", DeprecationWarning)
                 instrumentor.instrument(tracer_provider=provider)
+
+
+def _redact_tokens_in_urls() -> None:
+    """The aiohttp server instrumentation records each request's URL, redacting only the query
+    parameters listed in `opentelemetry.util.http.PARAMS_TO_REDACT`: add the WebSocket's
+    `token` (an access token) to that list, so no span carries one."""
+    from opentelemetry.util import http as otel_http
+
+    if "token" not in otel_http.PARAMS_TO_REDACT:
+        otel_http.PARAMS_TO_REDACT.append("token")
 
 
 def _instrumentors() -> tuple[Any, ...]:

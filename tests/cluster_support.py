@@ -52,6 +52,7 @@ class Cluster:
             "MESSENGER_DATA_DIR": str(self.tmp_path / f"data{index}"),
             "MESSENGER_JWT_SECRET": SECRET,
             "MESSENGER_BCRYPT_ROUNDS": "4",
+            "MESSENGER_AUTH_THROTTLE": "false",
             "MESSENGER_LOG_FORMAT": "text",
             "MESSENGER_LEASE_TTL": "2",
             "MESSENGER_HEARTBEAT_INTERVAL": "0.3",

@@ -195,6 +195,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "jwt_secret": "test-secret-0123456789abcdef",
         "bcrypt_rounds": 4,
+        # tests sign up and log in many users from one address, as a load test does; the
+        # throttle's own tests turn it on
+        "auth_throttle": False,
         "node_id": f"test-{uuid.uuid4().hex[:6]}",
         "data_dir": tmp_path / "data",
         "log_format": "text",

@@ -1,6 +1,6 @@
-"""`./dev` on a fresh checkout: it installs with the pip its new venv brings (pip is upgraded only
-when that pip cannot resolve the install), says in one line that it installs, keeps pip's output
-to itself unless the install fails, and then shows all of it. Run on a tiny stand-in project."""
+"""`./dev` on a fresh checkout: it installs with the pip its new venv brings, at the versions
+constraints.txt pins, says in one line that it installs, keeps pip's output to itself unless the
+install fails, and then shows all of it. Run on a tiny stand-in project."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ build-backend = "setuptools.build_meta"
 [project]
 name = "messenger-node"
 version = "0.0.0"
-dependencies = [{dependency}]
+dependencies = ["six", {dependency}]
 
 [project.optional-dependencies]
 embedded = []
@@ -35,6 +35,7 @@ include = ["node*"]
 def checkout(root: Path, dependency: str = "") -> Path:
     root.mkdir()
     shutil.copy(REPO / "dev", root / "dev")
+    (root / "constraints.txt").write_text("six==1.16.0\n")  # the lock: the pin wins
     (root / "pyproject.toml").write_text(PYPROJECT.format(dependency=dependency))
     (root / "node").mkdir()
     (root / "node" / "__init__.py").write_text("")
@@ -71,6 +72,13 @@ def test_first_run_is_quiet_and_keeps_the_venvs_own_pip(tmp_path: Path) -> None:
         check=True,
     ).stdout.split()[1]
     assert version == pip, "dev upgraded pip"
+    six = subprocess.run(
+        [str(root / ".venv" / "bin" / "python"), "-c", "import six; print(six.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert six == "1.16.0"  # the locked version, not the newest
 
 
 def test_a_failed_install_shows_pips_log(tmp_path: Path) -> None:

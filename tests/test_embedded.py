@@ -255,9 +255,16 @@ async def test_a_killed_server_is_revived_on_its_port(tmp_path: Path) -> None:
         first = server.process
         assert first is not None
         first.kill()
+
+        def revived() -> bool:  # a new process that answers (its URL is set once it does)
+            try:
+                return server.process is not first and server.pid is not None and bool(server.url)
+            except EmbeddedError:
+                return False
+
         async with asyncio.timeout(30):
             while True:
-                if server.pid is not None and server.process is not first:
+                if revived():
                     break
                 await asyncio.sleep(0.05)  # the watch restarts it in a thread: nothing to await
         assert server.url == url

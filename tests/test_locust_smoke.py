@@ -83,6 +83,7 @@ async def test_locust_against_a_local_cluster_has_traffic_and_no_failures(
         "MESSENGER_REDIS_URL": redis_url,
         "MESSENGER_JWT_SECRET": "locust-smoke-secret-0123456789",
         "MESSENGER_BCRYPT_ROUNDS": "4",
+        "MESSENGER_AUTH_THROTTLE": "false",
         "MESSENGER_LOG_FORMAT": "text",
         "MESSENGER_LOG_LEVEL": "WARNING",
     }

@@ -210,7 +210,7 @@ async def test_spool_limits() -> None:
     with pytest.raises(errors.TooLarge):  # refused before a byte is read
         await spool(body(), max_bytes=9, read_timeout=5, total_timeout=5, declared_size=10)
     stalled = asyncio.Event()
-    with pytest.raises(errors.UploadTimeout):
+    with pytest.raises(errors.RequestTimeout):
         await spool(body(b"x", pause=stalled), max_bytes=9, read_timeout=0.05, total_timeout=5)
-    with pytest.raises(errors.UploadTimeout):
+    with pytest.raises(errors.RequestTimeout):
         await spool(body(b"x", pause=stalled), max_bytes=9, read_timeout=5, total_timeout=0.05)

@@ -33,6 +33,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[Callable[..., NodeProcess]]:
             "MESSENGER_DATA_DIR": str(tmp_path / "data"),
             "MESSENGER_JWT_SECRET": SECRET,
             "MESSENGER_BCRYPT_ROUNDS": "4",
+            "MESSENGER_AUTH_THROTTLE": "false",
             "MESSENGER_LOG_FORMAT": "text",
             "MESSENGER_LEASE_TTL": "2",
             "MESSENGER_HEARTBEAT_INTERVAL": "0.5",

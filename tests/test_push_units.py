@@ -213,10 +213,8 @@ async def test_flags_come_back_after_redis_forgot_them(
         subscribed = [await redis.exists(keys.push_subscribed(u)) for u in users]
         assert subscribed == [1, 1, 0]
         await redis.flushdb()  # Redis restarted empty
-        await poll(lambda: redis.exists(keys.PUSH_FLAGS_MARKER), bool)  # set last
-        assert (
-            await redis.exists(keys.push_subscribed(users[0]), keys.push_subscribed(users[1])) == 2
-        )
+        await poll(lambda: redis.exists(keys.PUSH_FLAGS_MARKER), bool)  # set after the flags
+        assert await redis.exists(*(keys.push_subscribed(u) for u in users)) == 2
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

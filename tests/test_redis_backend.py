@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 from redis.crc import key_slot
 
+from node import errors
 from node.cluster import envelopes, keys
 from node.cluster.connection import RedisBackend, parse_redis_url
 from node.cluster.fanout import Fanout, FanoutGroup
@@ -21,6 +22,7 @@ from node.cluster.membership import Membership
 from node.cluster.presence import Presence
 from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
+from node.services.auth_throttle import AuthThrottle
 
 # --- URLs and slots (no server) --------------------------------------------------------------
 
@@ -201,3 +203,21 @@ async def test_an_envelope_reaches_only_the_node_it_is_for(
     assert await publisher.publish("nobody#1", envelopes.decode(frame("lost"))) == 0
     await asyncio.sleep(0.2)
     assert c.got == []
+
+
+async def test_login_throttling_counts_across_nodes_on_either_redis(
+    any_redis: RedisBackend, any_redis_url: str
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_url=any_redis_url,
+        auth_throttle=True,
+        login_limit_account="2/minute",
+        login_limit_address="100/minute",
+    )
+    one, two = AuthThrottle(any_redis.client, settings), AuthThrottle(any_redis.client, settings)
+    await one.login("Bob", "10.0.0.1")
+    await two.login("bob", "10.0.0.2")  # another node, another address: the same account
+    with pytest.raises(errors.RateLimited) as refused:
+        await one.login("BOB", "10.0.0.3")
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60

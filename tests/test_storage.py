@@ -298,13 +298,13 @@ async def test_between_and_ranges(storage: Storage) -> None:
     chat2, e2 = await group(storage, a, b)
     await post(storage, chat1, e1, a, *[f"x{i}" for i in range(6)])
     await post(storage, chat2, e2, b, *[f"y{i}" for i in range(4)])
-    assert [m.seq for m in await storage.messages.between(chat1, 2, 5)] == [3, 4, 5]
-    assert await storage.messages.between(chat1, 6, 9) == []
-    got = await storage.messages.ranges([(chat2, 1, 3), (chat1, 0, 2), (chat1, 4, 100)])
+    assert [m.seq for m in await storage.messages.between(chat1, 2, 5, member=b)] == [3, 4, 5]
+    assert await storage.messages.between(chat1, 6, 9, member=b) == []
+    got = await storage.messages.ranges([(chat2, 1, 3), (chat1, 0, 2), (chat1, 4, 100)], member=b)
     assert [(m.chat_id, m.seq) for m in got] == sorted(
         [(chat2, 2), (chat2, 3), (chat1, 1), (chat1, 2), (chat1, 5), (chat1, 6)]
     )
-    assert await storage.messages.ranges([]) == []
+    assert await storage.messages.ranges([], member=b) == []
 
 
 async def test_positions(storage: Storage) -> None:

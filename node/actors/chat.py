@@ -86,6 +86,7 @@ class ChatActor(Actor[ChatCommand]):
         self._claim: Claim | None = None
         self._epoch = 0
         self._members: list[int] = []
+        self._joined: dict[int, int] = {}  # member -> joined_seq
         self._members_version = -1
 
     async def on_start(self) -> None:
@@ -202,7 +203,7 @@ class ChatActor(Actor[ChatCommand]):
             outcomes.append(SendOutcome(result.status, result.message, encoded.json))
         if created:
             metrics.MESSAGES_ACCEPTED.inc(len(created))
-            await self._delivery.messages(self.chat_id, self._members, created)
+            await self._delivery.messages(self.chat_id, self._recipients(created), created)
         replied: set[tuple[int, str]] = set()
         for command in sends:
             key = (command.sender_id, command.client_msg_id)
@@ -221,7 +222,18 @@ class ChatActor(Actor[ChatCommand]):
         raise reason
 
     async def _load_members(self) -> None:
-        self._members_version, self._members = await self._storage.chats.members(self.chat_id)
+        self._members_version, self._joined = await self._storage.chats.members_joined(self.chat_id)
+        self._members = list(self._joined)
+
+    def _recipients(self, batch: list[frames.EncodedMessage]) -> list[int]:
+        """The members who receive `batch`: those who joined before its first message. (Members
+        are loaded after the commit: one added meanwhile joined at or above the batch's seqs and
+        must not get it. Nobody joins inside a batch: joining locks the chat row the commit
+        holds.)"""
+        first = min(encoded.message.seq for encoded in batch)
+        if all(joined < first for joined in self._joined.values()):
+            return self._members
+        return [member for member, joined in self._joined.items() if joined < first]
 
     async def _signal(self, signal: ChatSignalCommand) -> None:
         if signal.user_id not in self._members:

@@ -20,7 +20,8 @@ The handler's signature says what the endpoint takes, and the table does the tak
 The decorator checks the signature against the path when the module is imported. The same
 `Endpoint` records register the aiohttp routes (`register`) and feed the OpenAPI
 generator (`node.http.openapi`), so the document is built from the very models the handlers use.
-Errors the table itself can raise (401, 400/413/422, 404) are implied; `errors=` lists the rest.
+Errors the table itself can raise (401, 400/408/413/422, 404) are implied; `errors=` lists the
+rest.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from node.errors import (
     ApiError,
     MalformedJson,
     NotFound,
+    RequestTimeout,
     TooLarge,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
 )
 from node.frames import dumps
@@ -109,11 +112,12 @@ class Endpoint:
                 Unauthorized(),
                 Unauthorized(code="invalid_token"),
                 Unauthorized(code="token_expired"),
+                Unavailable("the database cannot be reached"),  # checking the token's user
             ]
         if self.path_params:
             implied.append(NotFound())
         if self.body is not None:
-            implied += [MalformedJson(), TooLarge(), ValidationFailed()]
+            implied += [MalformedJson(), RequestTimeout(), TooLarge(), ValidationFailed()]
         elif self.query is not None:
             implied.append(ValidationFailed())
         declared = [e if isinstance(e, ApiError) else e() for e in self.errors]

@@ -91,7 +91,7 @@ _PREVIEW_DOC: dict[str, Any] = {
     response=schemas.Media,
     status=201,
     errors=(
-        errors.UploadTimeout,
+        errors.RequestTimeout,
         errors.TooLarge,
         errors.ValidationFailed(code="empty_media"),
         errors.Unavailable,
@@ -110,7 +110,7 @@ async def upload_media(request: web.Request, me: int) -> web.Response:
             declared_size=request.content_length,
             hint=request.headers.get(hdrs.CONTENT_TYPE),
         )
-    except (errors.TooLarge, errors.UploadTimeout) as exc:
+    except (errors.TooLarge, errors.RequestTimeout) as exc:
         return _cut(exc)
     except ConnectionError:  # the client went away mid-body: nobody to tell, nothing to log
         raise errors.BadRequest("the upload was interrupted", code="upload_interrupted") from None

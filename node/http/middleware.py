@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from typing import TypeVar
 
 import orjson
@@ -19,6 +20,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from node import errors
 from node.frames import dumps
+from node.http.keys import SETTINGS
 from node.http.schemas import error_out
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -38,7 +41,12 @@ _CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
-_MESSAGES = {404: "no such resource", 405: "method not allowed", 413: "the body is too large"}
+_MESSAGES = {
+    400: "malformed HTTP request",
+    404: "no such resource",
+    405: "method not allowed",
+    413: "the body is too large",
+}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -47,24 +55,46 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     )
 
 
+def error_for_status(status: int, reason: str | None = None) -> web.Response:
+    """The contract's error for a bare HTTP status (aiohttp's own refusals): a code derived from
+    the status, a fixed message, never anything taken from the request."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    message = _MESSAGES.get(status, reason or phrase)
+    return error_response(status, _CODES.get(status, "http_error"), message)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every failure of `handler` in the contract's error shape."""
     try:
         return await handler(request)
     except errors.ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise
-        code = _CODES.get(exc.status, "http_error")
-        response = error_response(exc.status, code, _MESSAGES.get(exc.status, exc.reason))
+        response = error_for_status(exc.status, exc.reason)
         if "Allow" in exc.headers:  # 405 names the allowed methods
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # the client went away mid-request (e.g. while sending its body): nobody to answer,
+            # nothing wrong with the node; the answer below is dropped with the connection
+            log.debug("http.client_gone", extra={"method": request.method, "path": request.path})
+            return error_response(400, "client_gone", "the connection was lost")
         # the path only: the query string may hold an access token (`?token=` of the WebSocket)
         log.exception("http.unhandled", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal_error", "internal error")
@@ -100,10 +130,16 @@ def validate(model: type[M], data: object) -> M:
 async def read_json(request: web.Request, model: type[M]) -> M:
     """The request's JSON body as `model`. A missing or non-JSON `Content-Type`, or a body that
     is not JSON, is 400 `malformed_json`; JSON that breaks the model is 422 `validation_error`;
-    a body over the app's `client_max_size` is 413 (raised by aiohttp, mapped above)."""
+    a body over the app's `client_max_size` is 413 (raised by aiohttp, mapped above); a body not
+    complete within `settings.body_timeout` is 408 `request_timeout` (and the connection is
+    closed after at most `node.http.protocol.LINGERING_TIME` more)."""
     if not _is_json(request.content_type):
         raise errors.MalformedJson("expected Content-Type: application/json")
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise errors.RequestTimeout() from None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:

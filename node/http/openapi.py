@@ -174,8 +174,20 @@ def _websocket_operation() -> dict[str, Any]:
         ],
         "responses": {
             "101": {"description": "Switching Protocols: frames as described above"},
+            "400": {
+                "description": "error codes: `upgrade_required` (not a WebSocket upgrade)",
+                "content": _error_content(),
+            },
             "401": {
                 "description": "error codes: `unauthorized`, `invalid_token`, `token_expired`",
+                "content": _error_content(),
+            },
+            "422": {
+                "description": "error codes: `validation_error` (a bad `device_id`)",
+                "content": _error_content(),
+            },
+            "503": {
+                "description": "error codes: `unavailable` (the node is shutting down)",
                 "content": _error_content(),
             },
         },

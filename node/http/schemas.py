@@ -13,10 +13,12 @@ an `int` inside. Times are RFC 3339 UTC strings ending in `Z`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,14 +32,30 @@ from pydantic.json_schema import SkipJsonSchema
 from node import domain
 from node.ids import ID_PATTERN, MAX_SEQ, parse_id
 
+# NUL, and lone surrogates (which have no UTF-8 form): PostgreSQL cannot store either in text
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: str) -> str:
+    """`value` if PostgreSQL can store it as text; refused (422) otherwise. Every string that
+    enters the node goes through this (the `Text` type), so storage never sees one it cannot
+    take."""
+    if _UNSTORABLE.search(value):
+        raise ValueError("must be Unicode text without NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable)]
+"""Any text a client sends: a username, title, message, query, token, id of its own."""
+
 Id = Annotated[
     int,
     BeforeValidator(parse_id),
     WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "examples": ["42"]}),
 ]
 IdOut = Annotated[str, Field(pattern=ID_PATTERN, examples=["42"])]
-Username = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+Username = Annotated[Text, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+Password = Annotated[Text, Field(min_length=8, max_length=128)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
@@ -189,12 +207,12 @@ class Register(Body):
 class Login(Body):
     # Deliberately looser than Register: a login that cannot match any account is a 401
     # `invalid_credentials`, not a 422 that tells which rule the input broke.
-    username: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
+    username: Text = Field(max_length=64)
+    password: Text = Field(max_length=1024)
 
 
 class RefreshToken(Body):
-    refresh_token: str = Field(min_length=1, max_length=512)
+    refresh_token: Text = Field(min_length=1, max_length=512)
 
 
 class CreateDirectChat(Body):
@@ -204,7 +222,7 @@ class CreateDirectChat(Body):
 
 class CreateGroupChat(Body):
     kind: Literal["group"]
-    title: str = Field(min_length=1, max_length=200)
+    title: Text = Field(min_length=1, max_length=200)
     member_ids: list[Id] = Field(
         default_factory=list, max_length=1000, description="besides the creator, who is always one"
     )
@@ -222,13 +240,13 @@ class AddMember(Body):
 
 
 class SendMessage(Body):
-    client_msg_id: str = Field(
+    client_msg_id: Text = Field(
         min_length=1, max_length=64, description="unique per sender across all chats"
     )
-    text: str = Field(
+    text: Text = Field(
         max_length=4000, description="1-4000 characters; may be empty when there are attachments"
     )
-    attachments: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    attachments: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=10, description="ids of media you uploaded"
     )
 
@@ -245,7 +263,7 @@ class Query(BaseModel):
 
 
 class UserSearch(Query):
-    q: str = Field(default="", max_length=32, description="username prefix, case-insensitive")
+    q: Text = Field(default="", max_length=32, description="username prefix, case-insensitive")
     limit: int = Field(default=20, ge=1, le=100)
 
 

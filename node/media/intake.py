@@ -5,7 +5,7 @@ What is guaranteed while the body comes in:
 - at most `max_bytes` are accepted: one byte more and the upload fails with `TooLarge`
   (a declared `Content-Length` over the limit fails before anything is read);
 - a client that sends nothing for `read_timeout` seconds, or is not done after
-  `total_timeout`, fails with `UploadTimeout` — a slow client cannot hold the upload open;
+  `total_timeout`, fails with `RequestTimeout` — a slow client cannot hold the upload open;
 - what is buffered in memory is at most one write batch (`WRITE_BATCH`) plus the chunk the
   transport just handed over; the file is an anonymous temp file (gone when closed, even if the
   process dies), written and hashed (sha256) in a worker thread.
@@ -80,7 +80,7 @@ async def _copy(
                     full, batch = batch, bytearray()
                     await asyncio.to_thread(_write, file, digest, full)
     except TimeoutError:
-        raise errors.UploadTimeout() from None
+        raise errors.RequestTimeout("the upload was too slow and was cut") from None
     if batch:
         await asyncio.to_thread(_write, file, digest, batch)
     return size, digest.hexdigest()

@@ -76,7 +76,7 @@ class MediaService:
         hint: str | None = None,
     ) -> MediaRecord:
         """Store a new media from `chunks` (the request body). Raises TooLarge (413),
-        UploadTimeout (408), or ValidationFailed for an empty body."""
+        RequestTimeout (408), or ValidationFailed for an empty body."""
         spooled = await spool(
             chunks,
             max_bytes=self._max_bytes,

@@ -18,9 +18,11 @@ from datetime import UTC, datetime, timedelta
 from node import errors, storage
 from node.config import Settings
 from node.domain import Tokens, User
-from node.services.access_tokens import AccessTokens
+from node.services.access_tokens import AccessTokens, invalid_token
+from node.services.auth_throttle import AuthThrottle
+from node.services.hashing import HashingGate
 from node.services.passwords import PasswordHasher
-from node.storage import Storage
+from node.storage import CONNECTION_ERRORS, Storage
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +34,29 @@ def _digest(refresh_token: str) -> bytes:
 class AuthService:
     """Passwords, access tokens and refresh-token families of all users."""
 
-    def __init__(self, storage: Storage, settings: Settings, jwt_secret: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        jwt_secret: str,
+        *,
+        gate: HashingGate,
+        throttle: AuthThrottle,
+    ) -> None:
         self._storage = storage
         self._refresh_ttl = timedelta(seconds=settings.refresh_token_ttl)
         self._passwords = PasswordHasher(settings.bcrypt_rounds)
         self._access = AccessTokens(jwt_secret, settings.access_token_ttl)
+        self._gate = gate
+        self._throttle = throttle
 
-    async def register(self, username: str, password: str) -> User:
-        """A new user. Usernames are unique regardless of case: `errors.UsernameTaken` (409)."""
-        password_hash = await self._passwords.hash(password)
+    async def register(self, username: str, password: str, address: str) -> User:
+        """A new user. Usernames are unique regardless of case: `errors.UsernameTaken` (409).
+        Throttled per client `address` and per username: `errors.RateLimited` (429), before
+        any hashing."""
+        async with self._gate.admit(address) as ticket:
+            await self._throttle.register(username, address)
+            password_hash = await self._passwords.hash(password, ticket)
         try:
             user = await self._storage.users.create(username, password_hash)
         except storage.UsernameTaken:
@@ -48,18 +64,24 @@ class AuthService:
         log.info("auth.registered", extra={"user_id": user.id})
         return user
 
-    async def login(self, username: str, password: str) -> Tokens:
+    async def login(self, username: str, password: str, address: str) -> Tokens:
         """Tokens of a new family. An unknown username and a wrong password fail alike (401
-        `invalid_credentials`) and take about as long: both spend one bcrypt check."""
-        found = await self._storage.users.credentials(username)
-        if found is None:
-            await self._passwords.check_absent(password)
-            log.info("auth.login_refused")
-            raise errors.InvalidCredentials()
-        user, password_hash = found
-        if not await self._passwords.check(password, password_hash):
-            log.info("auth.login_refused", extra={"user_id": user.id})
-            raise errors.InvalidCredentials()
+        `invalid_credentials`) and take about as long: both spend one bcrypt check. Throttled
+        per client `address` and per account: `errors.RateLimited` (429), before any hashing;
+        the hashing itself takes its turn at the node's fair gate."""
+        async with self._gate.admit(address) as ticket:
+            await self._throttle.login(username, address)
+            found = await self._storage.users.credentials(username)
+            if found is None:
+                await self._passwords.check_absent(password, ticket)
+                self._gate.failed(address)
+                log.info("auth.login_refused")
+                raise errors.InvalidCredentials()
+            user, password_hash = found
+            if not await self._passwords.check(password, password_hash, ticket):
+                self._gate.failed(address)
+                log.info("auth.login_refused", extra={"user_id": user.id})
+                raise errors.InvalidCredentials()
         tokens = await self._issue(user.id, uuid.uuid4())
         log.info("auth.login", extra={"user_id": user.id})
         return tokens
@@ -80,10 +102,20 @@ class AuthService:
         revoked = await self._storage.tokens.revoke_family_of(_digest(refresh_token), user_id)
         log.info("auth.logout", extra={"user_id": user_id, "revoked": revoked})
 
-    def authenticate(self, access_token: str) -> int:
-        """The user id of a valid access token (no I/O). `errors.Unauthorized` with code
-        `invalid_token` or `token_expired` otherwise."""
-        return self._access.verify(access_token)
+    async def authenticate(self, access_token: str) -> int:
+        """The user id of a valid access token whose user exists. `errors.Unauthorized` with
+        code `invalid_token` or `token_expired` otherwise; `errors.Unavailable` (503) while
+        PostgreSQL cannot be reached. The signature is checked first
+        (no I/O), so only a token this node's secret made costs one primary-key lookup: a
+        token outliving its user must be a 401, not a failure deeper down (a foreign key)."""
+        user_id = self._access.verify(access_token)
+        try:
+            exists = await self._storage.users.exists(user_id)
+        except CONNECTION_ERRORS:
+            raise errors.Unavailable("the database cannot be reached, try again") from None
+        if not exists:
+            raise invalid_token()
+        return user_id
 
     async def _issue(self, user_id: int, family_id: uuid.UUID) -> Tokens:
         refresh_token = secrets.token_urlsafe(32)

@@ -45,11 +45,16 @@ class DeviceSync:
         """As `positions`, for one chat; None when the user is not a member."""
         return await self._messages.position(user_id, device_id, chat_id)
 
-    async def between(self, chat_id: int, after_seq: int, upto_seq: int) -> list[Message]:
-        return await self._messages.between(chat_id, after_seq, upto_seq)
+    async def between(
+        self, user_id: int, chat_id: int, after_seq: int, upto_seq: int
+    ) -> list[Message]:
+        """(after_seq, upto_seq] of a chat as the user may receive it now: nothing from before
+        they (last) joined, nothing if they are not a member (see `MessageStore.between`)."""
+        return await self._messages.between(chat_id, after_seq, upto_seq, member=user_id)
 
-    async def ranges(self, wanted: Sequence[tuple[int, int, int]]) -> list[Message]:
-        return await self._messages.ranges(wanted)
+    async def ranges(self, user_id: int, wanted: Sequence[tuple[int, int, int]]) -> list[Message]:
+        """As `between`, for several chats at once (the backlog on connect)."""
+        return await self._messages.ranges(wanted, member=user_id)
 
     async def mailbox(self, user_id: int) -> MailboxContents | None:
         """The dormant user's mailbox, or None when Redis cannot be read (the record is

@@ -1,7 +1,9 @@
 """Password hashing with bcrypt, off the event loop.
 
 bcrypt costs tens to hundreds of milliseconds by design, so every hash and check runs in a worker
-thread (`asyncio.to_thread`): a login never stalls the other connections of the node.
+thread: a login never stalls the other connections of the node. Given a `Ticket` of the node's
+hashing gate (`node.services.hashing`), on one of the gate's workers at that attempt's turn;
+without one (tools, tests), in the default executor.
 
 bcrypt only reads the first 72 bytes of its input (bcrypt 5 refuses longer ones outright), while
 the contract allows passwords of 128 characters, up to 512 bytes of UTF-8. So the password is
@@ -16,8 +18,14 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import bcrypt
+
+from node.services.hashing import Ticket
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +57,22 @@ class PasswordHasher:
         self._rounds = rounds
         self._dummy: str | None = None
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, ticket: Ticket | None = None) -> str:
         """A new salted hash (the text stored in `users.password_hash`)."""
-        return await asyncio.to_thread(_hash, password, self._rounds)
+        return await _run(ticket, _hash, password, self._rounds)
 
-    async def check(self, password: str, hashed: str) -> bool:
+    async def check(self, password: str, hashed: str, ticket: Ticket | None = None) -> bool:
         """True when `password` is the one `hashed` was made from."""
-        return await asyncio.to_thread(_check, password, hashed)
+        return await _run(ticket, _check, password, hashed)
 
-    async def check_absent(self, password: str) -> None:
+    async def check_absent(self, password: str, ticket: Ticket | None = None) -> None:
         """One check's worth of work for a user who does not exist; always fails."""
-        if self._dummy is None:  # made once; a concurrent first call just makes one more
+        if self._dummy is None:  # made once (off the gate: it is the node's, not a client's)
             self._dummy = await self.hash("dummy password for timing")
-        await self.check(password, self._dummy)
+        await self.check(password, self._dummy, ticket)
+
+
+async def _run(ticket: Ticket | None, fn: Callable[..., T], *args: object) -> T:
+    if ticket is None:
+        return await asyncio.to_thread(fn, *args)
+    return await ticket.run(fn, *args)

@@ -185,6 +185,19 @@ class ChatStore:
             return 0, []
         return rows[0]["members_version"], [r["user_id"] for r in rows if r["user_id"] is not None]
 
+    async def members_joined(self, chat_id: int) -> tuple[int, dict[int, int]]:
+        """(members_version, {member id: joined_seq}), read together: who receives a message
+        of seq N is every member whose joined_seq is below N."""
+        rows = await self._pool.fetch(
+            "SELECT c.members_version, cm.user_id, cm.joined_seq FROM chats c"
+            " LEFT JOIN chat_members cm ON cm.chat_id = c.id WHERE c.id = $1",
+            chat_id,
+        )
+        if not rows:
+            return 0, {}
+        joined = {r["user_id"]: r["joined_seq"] for r in rows if r["user_id"] is not None}
+        return rows[0]["members_version"], joined
+
     async def contacts(self, user_id: int) -> list[int]:
         """Users who share at least one chat with `user_id` (themselves excluded)."""
         rows = await self._pool.fetch(

@@ -138,14 +138,22 @@ class MessageStore:
         )
         return [message_from(r) for r in reversed(rows)]
 
-    async def between(self, chat_id: int, after_seq: int, upto_seq: int) -> list[Message]:
-        """Messages with after_seq < seq <= upto_seq, ascending (hole filling)."""
+    async def between(
+        self, chat_id: int, after_seq: int, upto_seq: int, *, member: int
+    ) -> list[Message]:
+        """Messages with after_seq < seq <= upto_seq that `member` may receive: none posted
+        before they (last) joined the chat, and none at all unless they are a member now.
+        Ascending (hole filling). Exact at the moment of reading: a member removed and added
+        again gets nothing of what was posted while they were out."""
         rows = await self._pool.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = $1 AND seq > $2"
-            " AND seq <= $3 ORDER BY seq",
+            f"SELECT m.{MESSAGE_COLUMNS.replace(', ', ', m.')} FROM messages m"
+            " JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $4"
+            " WHERE m.chat_id = $1 AND m.seq > greatest($2, cm.joined_seq) AND m.seq <= $3"
+            " ORDER BY m.seq",
             chat_id,
             after_seq,
             upto_seq,
+            member,
         )
         return [message_from(r) for r in rows]
 
@@ -182,20 +190,23 @@ class MessageStore:
             return None
         return ChatPosition(row["chat_id"], row["joined_seq"], row["acked_seq"], row["last_seq"])
 
-    async def ranges(self, wanted: Sequence[tuple[int, int, int]]) -> list[Message]:
-        """Messages of several chats at once: for each (chat_id, after_seq, upto_seq), those with
-        after_seq < seq <= upto_seq; ascending by seq within a chat."""
+    async def ranges(self, wanted: Sequence[tuple[int, int, int]], *, member: int) -> list[Message]:
+        """Messages of several chats at once that `member` may receive (as `between`): for each
+        (chat_id, after_seq, upto_seq), those with after_seq < seq <= upto_seq; ascending by seq
+        within a chat."""
         if not wanted:
             return []
         chat_ids, lows, highs = zip(*wanted, strict=True)
         rows = await self._pool.fetch(
             f"SELECT m.{MESSAGE_COLUMNS.replace(', ', ', m.')}"
             " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS w(chat_id, lo, hi)"
+            " JOIN chat_members cm ON cm.chat_id = w.chat_id AND cm.user_id = $4"
             " JOIN LATERAL (SELECT * FROM messages x WHERE x.chat_id = w.chat_id"
-            "   AND x.seq > w.lo AND x.seq <= w.hi ORDER BY x.seq) m ON true"
-            " ORDER BY m.chat_id, m.seq",
+            "   AND x.seq > greatest(w.lo, cm.joined_seq) AND x.seq <= w.hi ORDER BY x.seq) m"
+            " ON true ORDER BY m.chat_id, m.seq",
             list(chat_ids),
             list(lows),
             list(highs),
+            member,
         )
         return [message_from(r) for r in rows]

@@ -49,6 +49,9 @@ class UserStore:
         )
         return user_from(row) if row else None
 
+    async def exists(self, user_id: int) -> bool:
+        return bool(await self._pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id))
+
     async def search(self, prefix: str, limit: int) -> list[User]:
         rows = await self._pool.fetch(
             "SELECT id, username, created_at FROM users"

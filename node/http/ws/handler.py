@@ -14,20 +14,20 @@ import re
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from node import errors, frames
-from node.http.auth import authenticate
+from node.http.auth import authenticate_socket
 from node.http.keys import DEVICES, MESSAGES, SETTINGS
 from node.http.ws.reader import FrameReader
 
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 2.0
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    user_id = await authenticate(request)
+    user_id = await authenticate_socket(request)
     device_id = request.query.get("device_id", "default")
-    if not _DEVICE_ID.match(device_id):
+    if not _DEVICE_ID.fullmatch(device_id):
         raise errors.ValidationFailed("device_id: 1-64 of [A-Za-z0-9_.:-]")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
@@ -41,10 +41,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[DEVICES]
     session = await hub.open(user_id, device_id, ws, request.transport)
     writer: asyncio.Task[None] | None = None
+    reader = FrameReader(
+        session, request.app[MESSAGES], settings.max_frame_bytes, settings.signal_interval
+    )
     try:
         await ws.prepare(request)
         writer = asyncio.get_running_loop().create_task(session.run(), name=f"ws-writer:{user_id}")
-        reader = FrameReader(session, request.app[MESSAGES], settings.max_frame_bytes)
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 await reader.handle(message.data)
@@ -52,10 +54,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 session.offer_frame(frames.error_frame("invalid_frame", "frames are JSON text"))
     finally:
         hub.close(session)
-        if writer is not None:
-            await _stop_writer(writer, user_id)
-        if not ws.closed and ws.prepared:
-            await ws.close(code=WSCloseCode.INTERNAL_ERROR)
+        try:
+            await reader.close()  # the read marks still held go out (bounded)
+        finally:
+            if writer is not None:
+                await _stop_writer(writer, user_id)
+            if not ws.closed and ws.prepared:
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR)
     return ws
 
 

@@ -25,6 +25,7 @@ from node.http.ws.schemas import (
     TypingFrame,
 )
 from node.http.ws.session import DeviceSession
+from node.http.ws.signals import ReadFlusher, SignalThrottle
 from node.services.messages import MessageService
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,22 @@ log = logging.getLogger(__name__)
 class FrameReader:
     """Validates one client frame and makes one service call for it."""
 
-    def __init__(self, session: DeviceSession, messages: MessageService, max_bytes: int) -> None:
+    def __init__(
+        self,
+        session: DeviceSession,
+        messages: MessageService,
+        max_bytes: int,
+        signal_interval: float,
+    ) -> None:
         self._session = session
         self._messages = messages
         self._max_bytes = max_bytes
+        self._signals = SignalThrottle(signal_interval)
+        self._reads = ReadFlusher(self._signals, self._send_read)
+
+    async def close(self) -> None:
+        """The connection is over: send the read marks still held (bounded), then stop."""
+        await self._reads.close()
 
     async def handle(self, data: str) -> None:
         """One frame, as the root span of its own trace when tracing is on."""
@@ -75,16 +88,28 @@ class FrameReader:
             elif isinstance(frame, PingFrame):
                 session.offer_frame(frames.PONG_FRAME)
             elif isinstance(frame, TypingFrame):
-                await self._messages.typing(session.user_id, session.device_id, frame.chat_id)
+                if self._signals.typing(frame.chat_id):
+                    await self._messages.typing(session.user_id, session.device_id, frame.chat_id)
             elif isinstance(frame, ReadFrame):
-                await self._messages.mark_read(
-                    session.user_id, session.device_id, frame.chat_id, frame.seq
-                )
+                if self._signals.read(frame.chat_id, frame.seq):
+                    await self._messages.mark_read(
+                        session.user_id, session.device_id, frame.chat_id, frame.seq
+                    )
+                else:
+                    self._reads.wake()
         except errors.ApiError as exc:
             session.offer_frame(frames.error_frame(exc.code, exc.message, ref))
         except Exception:
             log.exception("ws.frame_failed", extra={"user_id": session.user_id})
             session.offer_frame(frames.error_frame("internal_error", "internal error", ref))
+
+    async def _send_read(self, chat_id: int, seq: int) -> None:
+        """A held read mark's turn (see `node.http.ws.signals`); refusals as error frames."""
+        session = self._session
+        try:
+            await self._messages.mark_read(session.user_id, session.device_id, chat_id, seq)
+        except errors.ApiError as exc:
+            session.offer_frame(frames.error_frame(exc.code, exc.message))
 
     def _reply_to(self, client_msg_id: str) -> _Reply:
         return _Reply(self._session, client_msg_id)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
-from node.http.schemas import text_or_attachments
+from node.http.schemas import Text, text_or_attachments
 from node.ids import MAX_SEQ, parse_id
 
 Id = Annotated[int, BeforeValidator(parse_id), Field(json_schema_extra={"type": "string"})]
@@ -20,9 +20,9 @@ class _Frame(BaseModel):
 class SendFrame(_Frame):
     type: Literal["send"]
     chat_id: Id
-    client_msg_id: Annotated[str, Field(min_length=1, max_length=64)]
-    text: Annotated[str, Field(max_length=4000)]  # may be empty when there are attachments
-    attachments: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    client_msg_id: Annotated[Text, Field(min_length=1, max_length=64)]
+    text: Annotated[Text, Field(max_length=4000)]  # may be empty when there are attachments
+    attachments: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=10
     )
 

@@ -275,11 +275,17 @@ class DeviceSession:
         return position.acked_seq
 
     async def _fill(self, chat_id: int, after: int, upto: int) -> None:
-        """Send (after, upto] of a chat from PostgreSQL; older than the backlog limit: a gap."""
+        """Send (after, upto] of a chat from PostgreSQL; older than the backlog limit: a gap.
+        Nothing from before the user (last) joined: a member removed and added again while
+        connected has a hole that is not theirs."""
+        position = await self._deps.sync.position(self.user_id, self.device_id, chat_id)
+        if position is None:
+            return  # not a member (any more): nothing to fill
+        after = max(after, position.joined_seq)
         low = max(after, upto - self._deps.backlog_limit)
         if low > after:
             await self._send(frames.gap_frame(chat_id, after, low + 1))
-        for message in await self._deps.sync.between(chat_id, low, upto):
+        for message in await self._deps.sync.between(self.user_id, chat_id, low, upto):
             await self._send(frames.message_frame(message))
             self.sent[chat_id] = message.seq
             self.delivered += 1
@@ -313,7 +319,7 @@ class DeviceSession:
                 await self._send(held[seq])
                 self.sent[chat_id] = seq
                 self.delivered += 1
-        for message in await self._deps.sync.ranges(from_db):
+        for message in await self._deps.sync.ranges(self.user_id, from_db):
             if message.seq > self.sent[message.chat_id]:
                 await self._send(frames.message_frame(message))
                 self.sent[message.chat_id] = message.seq

@@ -80,7 +80,7 @@ class App {
     await this.loadChats().catch(() => {});
     this.socket.start();
     this.route();
-    this.media.probe().then((ok) => this.conversation.showAttach(ok));
+    this.conversation.showAttach(true);
     this.push.probe().then((ok) => this._showPush(ok));
   }
 

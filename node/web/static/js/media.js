@@ -1,36 +1,14 @@
-// Attachments: feature detection, uploads with progress, and previews/downloads fetched with the
-// bearer token (an <img src> cannot send one) and shown through blob: URLs.
-
-import { ApiError } from './api.js';
+// Attachments: uploads with progress, and previews/downloads fetched with the bearer token (an
+// <img src> cannot send one) and shown through blob: URLs.
 
 export class MediaClient {
   constructor(api) {
     this.api = api;
-    this.available = null; // unknown until probed
     this._urls = new Map(); // key -> Promise<blob URL>
   }
 
-  /**
-   * Whether the node takes uploads. A node without the media back end answers 404 for the path;
-   * one with it answers something else to a GET (405: POST only), so probing sends nothing.
-   */
-  async probe() {
-    try {
-      const response = await this.api.raw('GET', '/api/v1/media');
-      this.available = response.status !== 404;
-    } catch {
-      this.available = false;
-    }
-    return this.available;
-  }
-
-  async upload(file, onProgress, signal) {
-    try {
-      return await this.api.upload('/api/v1/media', file, onProgress, signal);
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) this.available = false;
-      throw err;
-    }
+  upload(file, onProgress, signal) {
+    return this.api.upload('/api/v1/media', file, onProgress, signal);
   }
 
   _url(key, path) {
