@@ -24,8 +24,6 @@ from redis.crc import key_slot
 
 from ._process import HOST, EmbeddedError, ServerProcess, _free_port
 
-CLUSTER_SLOTS = 16384
-
 
 def system_redis(name: str = "redis-server") -> Path:
     """The system's redis-server (or redis-cli): on PATH, or Debian's /usr/bin."""
