@@ -147,6 +147,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the workload against loadtest/echo.py: the load generator's ceiling",
     )
     m.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="Redis cost per message, one Redis vs a Redis Cluster (loadtest/rediscost.py)",
+    )
+    m.add_argument("--nodes", default="2,3", help="with --redis-cluster: node counts (default 2,3)")
+    m.add_argument(
         "--soak",
         type=float,
         default=None,
@@ -216,6 +222,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.server_pid_list = csv(a.server_pids, int)
     a.infra_pid_list = csv(a.infra_pids, int)
     a.env = dict(kv.split("=", 1) for kv in a.node_env)
+    a.node_counts = csv(a.nodes, int)
+    if a.redis_cluster and (min(a.node_counts) < 2 or a.urls or a.redis_url or a.echo):
+        ap.error("--redis-cluster starts its own Redis and at least 2 nodes per run")
     return a
 
 
@@ -312,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="msgr-bench-logs-") as tmp:
         logdir = Path(a.logs) if a.logs else Path(tmp)
         logdir.mkdir(parents=True, exist_ok=True)
+        if a.redis_cluster:
+            from loadtest import rediscost
+
+            lines = rediscost.run(a, say, emit, logdir)
+            print(rediscost.table(lines))
+            for line in lines:
+                print(report.dumps(line))
+            return 1 if any("error" in line for line in lines) else 0
         try:
             with Target(
                 urls=a.urls,

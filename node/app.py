@@ -19,7 +19,7 @@ from aiohttp import web
 
 from node import metrics
 from node.assembly import NodeRuntime, assemble
-from node.cluster.connection import redis_client
+from node.cluster.connection import RedisBackend
 from node.cluster.identity import NodeIdentity
 from node.config import Settings, resolve_jwt_secret
 from node.http import keys, protocol
@@ -77,16 +77,19 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(_bounded, pool.close(), "pool.close")
         storage = Storage.over(pool)
 
-        redis = redis_client(settings.redis_url or "", timeout=settings.redis_timeout)
+        redis = RedisBackend.connect(settings.redis_url or "", timeout=settings.redis_timeout)
         stack.push_async_callback(redis.aclose)
-        await redis.ping()
-        pubsub_redis = redis_client(
+        await redis.client.ping()
+        pubsub_redis = RedisBackend.connect(
             settings.redis_url or "", timeout=settings.redis_timeout, pubsub=True
         )
         stack.push_async_callback(pubsub_redis.aclose)
 
         vapid = resolve_vapid_key(settings)
         blobs = await stack.enter_async_context(open_blob_stores(settings, pool))
+        # the node's loops stop after the drain below and before the clients and stores they
+        # use close (the second close, at the end, is a no-op)
+        stack.push_async_callback(supervisor.close)
         runtime = assemble(settings, identity, storage, redis, pubsub_redis, vapid, blobs)
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)
@@ -113,7 +116,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
             settings,
             resolve_jwt_secret(settings),
             gate=gate,
-            throttle=AuthThrottle(redis, settings),
+            throttle=AuthThrottle(redis.client, settings),
         )
         app[keys.USERS] = UserService(storage)
         app[keys.CHATS] = ChatService(storage)
@@ -122,7 +125,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
             storage, runtime.placement, limiter, runtime.media, reply_timeout=settings.send_timeout
         )
         app[keys.PUSH] = runtime.push.subscriptions
-        app[keys.HEALTH] = HealthService(storage, redis, settings.node_id, supervisor.failing)
+        app[keys.HEALTH] = HealthService(
+            storage, redis.client, settings.node_id, supervisor.failing
+        )
         log.info(
             "node.started",
             extra={"node": identity.incarnation, "host": settings.host, "port": settings.port},

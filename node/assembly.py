@@ -4,7 +4,8 @@ Each object is complete when constructed: what it needs is passed in, nothing is
 afterwards. Read top to bottom, this is the architecture:
 
     storage ─ group commit, cursor writer
-    Redis ─ fan-out script ─ outbound queue;  presence;  mailboxes;  publisher
+    Redis (one, or a Redis Cluster) ─ cluster view (dead nodes, from membership)
+    fan-out script ─ outbound queue;  presence;  mailboxes;  publisher
     local user actors ─ delivery (this node in-process, other nodes through outbound)
     directory (leases) ─ chat actors ─ placement (local or remote) ─ forwarder (remote requests)
     dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
@@ -20,19 +21,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from node.actors.chat import ChatActor
 from node.actors.local_users import LocalUsers
 from node.actors.ports import Handback
 from node.actors.runtime import ActorRegistry
 from node.actors.user import UserActor
+from node.cluster.connection import RedisBackend
 from node.cluster.delivery import Delivery
 from node.cluster.directory import Directory
 from node.cluster.dispatch import Dispatcher
 from node.cluster.fanout import Fanout
 from node.cluster.forwarding import Forwarder
 from node.cluster.identity import NodeIdentity
+from node.cluster.liveness import ClusterView
 from node.cluster.mailbox import Mailboxes
 from node.cluster.membership import Membership
 from node.cluster.outbound import Outbound
@@ -65,7 +66,7 @@ class NodeRuntime:
     settings: Settings
     identity: NodeIdentity
     storage: Storage
-    redis: aioredis.Redis
+    redis: RedisBackend
     committer: CommitPipeline
     cursors: CursorWriter
     outbound: Outbound
@@ -102,23 +103,27 @@ def assemble(
     settings: Settings,
     identity: NodeIdentity,
     storage: Storage,
-    redis: aioredis.Redis,
-    pubsub_redis: aioredis.Redis,
+    redis: RedisBackend,
+    pubsub_redis: RedisBackend,
     vapid: VapidKey,
     blobs: BlobStores,
 ) -> NodeRuntime:
     committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
+    view = ClusterView()  # the dead nodes, refreshed by membership's heartbeats
     fanout = Fanout(
         redis,
         identity.incarnation,
+        view,
         mailbox_max=settings.mailbox_max,
         mailbox_ttl=settings.mailbox_ttl,
         push_window=settings.push_coalesce,
     )
-    push = build_push(settings, identity.incarnation, PushStore(storage.pool), redis, vapid)
+    push = build_push(
+        settings, identity.incarnation, PushStore(storage.pool), redis.client, view, vapid
+    )
     outbound = Outbound(fanout, push=push.notifier)
-    presence = Presence(redis, identity.incarnation)
+    presence = Presence(redis, identity.incarnation, view)
     publisher = Publisher(redis)
 
     users = ActorRegistry("users")
@@ -136,7 +141,7 @@ def assemble(
             presence_grace=settings.presence_grace,
         )
 
-    directory = Directory(redis, identity, ttl=settings.lease_ttl)
+    directory = Directory(redis, identity, view, ttl=settings.lease_ttl)
 
     def chat_actor(chat_id: int, handback: Handback) -> ChatActor:
         return ChatActor(
@@ -163,7 +168,7 @@ def assemble(
         chat_actor=chat_actor,
     )
     dispatcher = Dispatcher(identity, users=local_users, placement=placement, forwarder=forwarder)
-    recovery = Recovery(directory, local_users)
+    recovery = Recovery(directory, local_users, also=[push.flags.restore])
     subscriber = InboxSubscriber(
         pubsub_redis,
         identity,
@@ -171,9 +176,13 @@ def assemble(
         on_resubscribed=recovery.recover,
     )
     membership = Membership(
-        redis, identity, interval=settings.heartbeat_interval, on_lost_memory=recovery.recover
+        redis,
+        identity,
+        view,
+        interval=settings.heartbeat_interval,
+        on_lost_memory=recovery.recover,
     )
-    sync = DeviceSync(storage, Mailboxes(redis), cursors)
+    sync = DeviceSync(storage, Mailboxes(redis.client), cursors)
     session_deps = SessionDeps(
         sync=sync,
         node_id=settings.node_id,

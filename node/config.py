@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from node.cluster.connection import parse_redis_url
+
 ENV_PREFIX = "MESSENGER_"
 
 # The public browser push services: Chrome/Edge (FCM), Firefox (autopush), Safari, Windows (WNS).
@@ -201,8 +203,10 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        """One Redis (`redis://`, `rediss://`, `unix://`) or a Redis Cluster
+        (`redis+cluster://host:port[,host:port…]`, `rediss+cluster://` with TLS)."""
+        if value is not None:
+            parse_redis_url(value)  # raises ValueError saying what is wrong
         return value
 
     @field_validator("login_limit_account", "login_limit_address", "register_limit_address")

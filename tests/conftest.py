@@ -3,6 +3,10 @@
 `MESSENGER_TEST_DATABASE_URL` / `MESSENGER_TEST_REDIS_URL` name servers to use (CI sets them);
 without them the session starts throwaway embedded servers. The schema is migrated once into a
 template database; every test gets its own clone and a flushed Redis database.
+
+Tests of the Redis layer run against one Redis and against a Redis Cluster (`any_redis_url`,
+`any_redis`): the session starts a throwaway local Redis Cluster (three masters with a replica
+each, from the system's redis-server 7) the first time one asks for it, flushed per test.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from node.app import build_app
+from node.cluster.connection import RedisBackend
 from node.config import Settings
+from node.embedded.redis_cluster import LocalRedisCluster
 from node.storage import Storage, apply_migrations, create_pool
+from tests.cluster_support import Cluster, redis_cluster_available
 from tests.support import Api, with_database
 
 TEST_REDIS_DB = 9
@@ -80,6 +87,40 @@ def redis_server_url(servers_dir: Path) -> Iterator[str]:
     server = EmbeddedRedis(servers_dir / "redis", persistent=False)
     yield server.start()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(servers_dir: Path) -> Iterator[LocalRedisCluster]:
+    """The session's local Redis Cluster (own ports and directory, stopped at the end)."""
+    redis_cluster_available()
+    cluster = LocalRedisCluster(servers_dir / "redis-cluster", node_timeout_ms=3000)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: LocalRedisCluster) -> str:
+    """The session's Redis Cluster, emptied (every master flushed)."""
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """A flushed Redis: one Redis, then a Redis Cluster (the test runs once with each)."""
+    name = "redis_url" if request.param == "single" else "redis_cluster_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+@pytest.fixture
+async def any_redis(any_redis_url: str) -> AsyncIterator[RedisBackend]:
+    """A RedisBackend over `any_redis_url`, as a node would make it."""
+    backend = RedisBackend.connect(any_redis_url, timeout=5.0)
+    yield backend
+    await backend.aclose()
 
 
 @pytest.fixture(scope="session")
@@ -244,3 +285,18 @@ async def api(node: TestServer, http: aiohttp.ClientSession) -> AsyncIterator[Ap
     client = Api(http, str(node.make_url("")))
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def cluster_factory(tmp_path: Path) -> AsyncIterator[Callable[[str, str], Cluster]]:
+    """Start clusters of real node processes; every node is killed after the test."""
+    made: list[Cluster] = []
+
+    def make(database_url: str, redis_url: str) -> Cluster:
+        cluster = Cluster(tmp_path, database_url, redis_url)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.cleanup()

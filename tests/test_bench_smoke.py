@@ -2,6 +2,7 @@
 in `single` and `cross`, the JSON lines parse, the table prints, and `--idle` gives a positive RSS
 per connection for the node and the bare aiohttp server. Each other workload (groups,
 connections, storm, presence) runs once at a tiny size with 0 lost and 0 duplicated.
+`--redis-cluster` measures the Redis cost of a message over one Redis and a Redis Cluster.
 
 The bench runs as its own process (as `./dev bench` would) against the test PostgreSQL/Redis
 (`MESSENGER_TEST_DATABASE_URL` / `MESSENGER_TEST_REDIS_URL`; it creates and drops its own
@@ -24,6 +25,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
+from tests.cluster_support import redis_cluster_available
 from tests.support import REPO
 
 pytestmark = pytest.mark.process
@@ -32,11 +34,11 @@ BENCH_REDIS_DB = 13  # not the tests' DB 9: the bench flushes the DB it is given
 PAIRS, MESSAGES = 4, 20
 
 
-def infra_args() -> list[str]:
+def infra_args(redis: bool = True) -> list[str]:
     args = []
     if url := os.environ.get("MESSENGER_TEST_DATABASE_URL"):
         args += ["--database-url", url]
-    if url := os.environ.get("MESSENGER_TEST_REDIS_URL"):
+    if redis and (url := os.environ.get("MESSENGER_TEST_REDIS_URL")):
         args += ["--redis-url", url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"]
     return args
 
@@ -54,12 +56,13 @@ def leftovers(root: Path) -> list[psutil.Process]:
 
 
 def run_bench(
-    tmp_path: Path, *args: str, timeout: float = 90, table: str = ""
+    tmp_path: Path, *args: str, timeout: float = 90, table: str = "", redis: bool = True
 ) -> list[dict[str, Any]]:
-    """Run the bench; its JSON lines. Whatever it started is gone afterwards (or killed)."""
+    """Run the bench; its JSON lines. Whatever it started is gone afterwards (or killed).
+    `redis=False`: the bench starts its own Redis servers."""
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "loadtest.bench", *args, *infra_args()]
+    cmd = [sys.executable, "-m", "loadtest.bench", *args, *infra_args(redis)]
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -197,3 +200,27 @@ def test_presence_storm_counts_presence_and_delivers(tmp_path: Path) -> None:
     assert line["direct_peer_missed"] == 0 and line["presence_update_failed"] == 0, line
     assert line["presence_users"] >= line["presence_frames"] > 0, line
     assert line["confirmed"] == 5, line
+
+
+def test_redis_cost_over_one_redis_and_a_redis_cluster(tmp_path: Path) -> None:
+    redis_cluster_available()
+    lines = run_bench(
+        tmp_path,
+        *("--redis-cluster", "--nodes", "2", "--rates", "0", "--drain-timeout", "3"),
+        *("--pairs", str(PAIRS), "--messages", str(MESSAGES)),
+        timeout=150,
+        redis=False,
+    )
+    assert [(ln["redis"], ln["nodes"], ln["redis_shards"]) for ln in lines] == [
+        ("single", 2, 1),
+        ("cluster", 2, 3),
+    ]
+    for ln in lines:
+        ctx = json.dumps(ln)
+        assert ln["lost"] == 0 and ln["dup"] == 0, ctx
+        assert ln["delivered"] == PAIRS * MESSAGES and ln["server_log_errors"] == 0, ctx
+        assert ln["redis_calls_per_msg"] > 0 and ln["redis_cpu_us_per_msg"] > 0, ctx
+        assert len(ln["redis_calls_per_msg_by_shard"]) == ln["redis_shards"], ctx
+    single, cluster = (ln["redis_commands_per_msg"] for ln in lines)
+    assert "publish" in single and "spublish" not in single
+    assert "spublish" in cluster and "publish" not in cluster  # sharded: never broadcast

@@ -1,5 +1,5 @@
-"""Several real node processes on one PostgreSQL and one Redis behave as one messenger, and
-killing, pausing or cutting off any part of it loses no confirmed message."""
+"""Several real node processes on one PostgreSQL and one Redis (or a Redis Cluster) behave as one
+messenger, and killing, pausing or cutting off any part of it loses no confirmed message."""
 
 from __future__ import annotations
 
@@ -7,95 +7,34 @@ import asyncio
 import signal
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from node.embedded import EmbeddedPostgres, EmbeddedRedis
 from node.storage import apply_migrations
-from tests.support import Account, Api, NodeProcess, WsClient, free_port
+from tests.cluster_support import (
+    Cluster,
+    chat_epoch,
+    message_rows,
+    pair,
+    send_until_accepted,
+    wait_cursor,
+)
+from tests.support import Api, free_port
 
 pytestmark = pytest.mark.process
-
-SECRET = "cluster-test-secret-0123456789"
-
-
-class Cluster:
-    def __init__(self, tmp_path: Path, database_url: str, redis_url: str) -> None:
-        self.tmp_path = tmp_path
-        self.database_url = database_url
-        self.redis_url = redis_url
-        self.nodes: list[NodeProcess] = []
-
-    async def start(self, count: int = 2) -> list[NodeProcess]:
-        started = [self.launch() for _ in range(count)]
-        await asyncio.gather(*(n.wait_healthy() for n in started))
-        return started
-
-    def launch(self, port: int | None = None) -> NodeProcess:
-        index = len(self.nodes)
-        env = {
-            "MESSENGER_HOST": "127.0.0.1",
-            "MESSENGER_PORT": str(port or free_port()),
-            "MESSENGER_NODE_ID": f"n{index}",
-            "MESSENGER_DATABASE_URL": self.database_url,
-            "MESSENGER_REDIS_URL": self.redis_url,
-            "MESSENGER_DATA_DIR": str(self.tmp_path / f"data{index}"),
-            "MESSENGER_JWT_SECRET": SECRET,
-            "MESSENGER_BCRYPT_ROUNDS": "4",
-            "MESSENGER_AUTH_THROTTLE": "false",
-            "MESSENGER_LOG_FORMAT": "text",
-            "MESSENGER_LEASE_TTL": "2",
-            "MESSENGER_HEARTBEAT_INTERVAL": "0.3",
-            "MESSENGER_PRESENCE_GRACE": "0.2",
-        }
-        node = NodeProcess(env, self.tmp_path / f"n{index}.log").start()
-        self.nodes.append(node)
-        return node
-
-    def cleanup(self) -> None:
-        for node in self.nodes:
-            if node.process is not None and node.process.poll() is None:
-                node.signal_group(signal.SIGCONT)
-            node.cleanup()
-
-
-@pytest.fixture
-async def cluster_factory(tmp_path: Path) -> AsyncIterator[Callable[[str, str], Cluster]]:
-    made: list[Cluster] = []
-
-    def make(database_url: str, redis_url: str) -> Cluster:
-        cluster = Cluster(tmp_path, database_url, redis_url)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def pair(api: Api) -> tuple[Account, Account, str]:
-    alice, bob = await api.account("alice"), await api.account("bob")
-    return alice, bob, await api.direct(alice, bob)
 
 
 async def test_hundreds_of_messages_cross_nodes_in_order(
     cluster_factory: Callable[[str, str], Cluster],
     database_url: str,
-    redis_url: str,
+    any_redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
-    a, b = await cluster_factory(database_url, redis_url).start(2)
+    a, b = await cluster_factory(database_url, any_redis_url).start(2)
     api_a, api_b = Api(http, a.url), Api(http, b.url)
     alice, bob, chat = await pair(api_a)
     on_a = await api_a.ws(alice)
@@ -133,10 +72,10 @@ async def test_hundreds_of_messages_cross_nodes_in_order(
 async def test_one_users_devices_on_two_nodes_get_everything(
     cluster_factory: Callable[[str, str], Cluster],
     database_url: str,
-    redis_url: str,
+    any_redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
-    a, b = await cluster_factory(database_url, redis_url).start(2)
+    a, b = await cluster_factory(database_url, any_redis_url).start(2)
     api_a, api_b = Api(http, a.url), Api(http, b.url)
     alice, bob, chat = await pair(api_a)
     sender = await api_a.ws(alice, "laptop")
@@ -173,10 +112,10 @@ async def test_one_users_devices_on_two_nodes_get_everything(
 async def test_receivers_node_killed_mid_stream_loses_nothing(
     cluster_factory: Callable[[str, str], Cluster],
     database_url: str,
-    redis_url: str,
+    any_redis_url: str,
     http: aiohttp.ClientSession,
 ) -> None:
-    cluster = cluster_factory(database_url, redis_url)
+    cluster = cluster_factory(database_url, any_redis_url)
     a, b = await cluster.start(2)
     api_a, api_b = Api(http, a.url), Api(http, b.url)
     alice, bob, chat = await pair(api_a)
@@ -318,61 +257,3 @@ async def test_postgres_restart_answers_503_then_recovers(
         await api.close()
     finally:
         postgres.stop()
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-async def send_until_accepted(
-    api: Api, who: Account, chat: str, text: str, cmid: str
-) -> dict[str, Any]:
-    """Retry a send (same client_msg_id: idempotent) through a failover, as a client would."""
-    async with asyncio.timeout(30):
-        while True:
-            r = await api.send(who, chat, text, cmid=cmid)
-            if r.status in (200, 201):
-                return dict(r.body)
-            assert r.status == 503, r
-            await asyncio.sleep(0.1)  # a client's retry back-off
-
-
-async def wait_cursor(database_url: str, user_id: int, device: str, chat: int, seq: int) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with asyncio.timeout(5):
-            while (  # noqa: ASYNC110 - polling another process's writes: no event to await
-                await conn.fetchval(
-                    "SELECT acked_seq FROM device_cursors"
-                    " WHERE user_id = $1 AND device_id = $2 AND chat_id = $3",
-                    user_id,
-                    device,
-                    chat,
-                )
-                or 0
-            ) < seq:
-                await asyncio.sleep(0.02)
-    finally:
-        await conn.close()
-
-
-async def chat_epoch(database_url: str, chat: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval("SELECT epoch FROM chats WHERE id = $1", int(chat)))
-    finally:
-        await conn.close()
-
-
-async def message_rows(database_url: str, chat: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return list(
-            await conn.fetch(
-                "SELECT seq, epoch FROM messages WHERE chat_id = $1 ORDER BY seq", int(chat)
-            )
-        )
-    finally:
-        await conn.close()
-
-
-__all__ = ["WsClient"]

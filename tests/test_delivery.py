@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
+from node.cluster import keys
 from node.storage import Storage
 from tests.support import Account, Api, WsClient
 
@@ -91,7 +92,7 @@ def cursor_probe(
 
 
 def mailbox_key(user: Account) -> str:
-    return f"msgr:mbox:{user.id}"
+    return keys.mailbox(int(user.id))
 
 
 async def reconnect(api: Api, ws: WsClient, who: Account, device: str) -> WsClient:

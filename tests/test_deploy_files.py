@@ -1,7 +1,8 @@
-"""The container files (Dockerfile, docker/entrypoint.sh, docker-compose.cluster.yml,
-docker/nginx.conf) checked without a Docker engine: parsed, cross-checked against the node's real
-settings and source tree, and the scripts run where they can run (the entrypoint under `sh` with a
-stand-in node package, the health check one-liner against a stub HTTP server).
+"""The container files (Dockerfile, docker/entrypoint.sh, docker-compose.cluster.yml and its Redis
+Cluster variant docker-compose.redis-cluster.yml, docker/nginx.conf) checked without a Docker
+engine: parsed, cross-checked against the node's real settings and source tree, and the scripts
+run where they can run (the entrypoint under `sh` with a stand-in node package, the health check
+one-liner against a stub HTTP server).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from pydantic import AliasChoices
 
+from node.cluster.connection import parse_redis_url
 from node.config import ENV_PREFIX, Settings
 from node.storage.migrate import MIGRATIONS_DIR
 from tests.support import REPO
@@ -36,6 +38,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 COMPOSE = REPO / "docker-compose.cluster.yml"
+REDIS_CLUSTER_COMPOSE = REPO / "docker-compose.redis-cluster.yml"
 NGINX = REPO / "docker" / "nginx.conf"
 NODES = ("node1", "node2", "node3")
 
@@ -475,6 +478,21 @@ def test_entrypoint_waits_then_execs_the_node(fake_node_dir: Path) -> None:
     assert "waiting for redis" in result.stdout
 
 
+def test_entrypoint_leaves_a_redis_cluster_to_the_node(fake_node_dir: Path) -> None:
+    """A Redis Cluster URL names several seed nodes: the node finds a live one itself."""
+    with socket.create_server(("127.0.0.1", 0)) as db:
+        result = run_entrypoint(
+            fake_node_dir,
+            "serve",
+            MESSENGER_DATABASE_URL=f"postgresql://u:p@127.0.0.1:{db.getsockname()[1]}/db",
+            MESSENGER_REDIS_URL=f"redis+cluster://127.0.0.1:{closed_port()},127.0.0.1:1",
+            MESSENGER_WAIT_TIMEOUT="5",
+        )
+    assert result.returncode == 0, result.stderr
+    assert "not waiting for redis+cluster" in result.stdout
+    assert result.stdout.splitlines()[-1] == "FAKE-NODE-STARTED serve"
+
+
 def test_entrypoint_passes_other_commands_straight_through(fake_node_dir: Path) -> None:
     result = run_entrypoint(fake_node_dir, "chat", "--help")
     assert result.returncode == 0, result.stderr
@@ -496,7 +514,9 @@ def test_entrypoint_rejects_a_bad_wait_timeout(fake_node_dir: Path) -> None:
 # --- settings names used anywhere in the deployment files --------------------------------------
 
 
-@pytest.mark.parametrize("path", [DOCKERFILE, COMPOSE, ENTRYPOINT, NGINX], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [DOCKERFILE, COMPOSE, REDIS_CLUSTER_COMPOSE, ENTRYPOINT, NGINX], ids=lambda p: p.name
+)
 def test_every_messenger_variable_is_a_real_setting(path: Path) -> None:
     names = set(re.findall(r"\bMESSENGER_[A-Z0-9_]+", path.read_text()))
     assert not {n for n in names if n.startswith("MESSENGER_TEST_")}, "test-only variables"
@@ -522,20 +542,24 @@ def test_compose_has_the_services() -> None:
         assert (COMPOSE.parent / context / (dockerfile or "Dockerfile")).resolve() == DOCKERFILE
 
 
+def node_settings(env: dict[str, str]) -> Settings:
+    """The settings a node gets from these variables only (no environment, no .env)."""
+    values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX)
+    }
+    values.update({key: value for key, value in env.items() if key in SETTING_ALIASES})
+    return Settings.model_validate(values)
+
+
 def test_compose_node_settings_are_valid_and_consistent() -> None:
     services = compose()["services"]
     image_env = dockerfile_env(final_stage())
     postgres_env = environment(services["postgres"])
     seen_ids, secrets = set(), set()
     for name in NODES:
-        env = {**image_env, **environment(services[name])}
-        values = {
-            key[len(ENV_PREFIX) :].lower(): value
-            for key, value in env.items()
-            if key.startswith(ENV_PREFIX)
-        }
-        values.update({key: value for key, value in env.items() if key in SETTING_ALIASES})
-        settings = Settings.model_validate(values)  # these values only: no environment, no .env
+        settings = node_settings({**image_env, **environment(services[name])})
         assert not settings.embedded, f"{name}: both URLs given"
         assert settings.jwt_secret, f"{name}: a shared JWT secret"
         seen_ids.add(settings.node_id)
@@ -610,6 +634,56 @@ def test_compose_defaults_are_marked_as_demo_only() -> None:
     assert "change-me" in secret.group(1)
 
 
+# --- docker-compose.redis-cluster.yml (an override of the file above) -------------------------
+
+
+def redis_cluster_variant() -> dict[str, Any]:
+    data = yaml.safe_load(REDIS_CLUSTER_COMPOSE.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+REDIS_SERVERS = tuple(f"redis-{i}" for i in range(1, 7))
+
+
+def test_redis_cluster_variant_points_every_node_at_the_cluster() -> None:
+    base, variant = compose()["services"], redis_cluster_variant()["services"]
+    image_env = dockerfile_env(final_stage())
+    for name in NODES:
+        env = {**image_env, **environment(base[name]), **environment(variant[name])}
+        settings = node_settings(env)
+        target = parse_redis_url(settings.redis_url or "")
+        assert target.cluster and len(target.nodes) >= 2, f"{name}: seeds of a Redis Cluster"
+        assert {host for host, _ in target.nodes} <= set(REDIS_SERVERS)
+        assert {port for _, port in target.nodes} == {6379}
+        assert set(variant[name]["networks"]) == {"default", "redis-cluster"}
+        init = variant[name]["depends_on"]["redis-cluster-init"]
+        assert init["condition"] == "service_completed_successfully"
+
+
+def test_redis_cluster_variant_runs_three_masters_with_a_replica_each() -> None:
+    data = redis_cluster_variant()
+    services = data["services"]
+    subnet = data["networks"]["redis-cluster"]["ipam"]["config"][0]["subnet"]
+    addresses = []
+    for name in REDIS_SERVERS:
+        server = services[name]
+        assert str(server["image"]).startswith("redis:7"), "sharded Pub/Sub needs Redis 7"
+        command = " ".join(server["command"])
+        assert "--cluster-enabled yes" in command and "--appendonly no" in command
+        assert "ping" in " ".join(healthcheck_command(server))
+        assert not server.get("ports"), f"{name} stays inside the compose network"
+        address = server["networks"]["redis-cluster"]["ipv4_address"]
+        assert address.rsplit(".", 1)[0] == subnet.rsplit(".", 1)[0]
+        addresses.append(f"{address}:6379")
+    init = services["redis-cluster-init"]
+    assert all(init["depends_on"][n]["condition"] == "service_healthy" for n in REDIS_SERVERS)
+    script = " ".join(init["command"])
+    create = re.search(r"redis-cli --cluster create ([\d.: ]+) --cluster-replicas (\d+)", script)
+    assert create and create.group(1).split() == addresses and create.group(2) == "1"
+    assert "cluster_state:ok" in script, "the nodes start once the cluster serves every slot"
+
+
 # --- docker/nginx.conf -------------------------------------------------------------------------
 
 
@@ -662,9 +736,10 @@ def _compose_cli() -> bool:
 
 
 @pytest.mark.skipif(not _compose_cli(), reason="the docker compose plugin is not installed")
-def test_docker_compose_config() -> None:
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, REDIS_CLUSTER_COMPOSE]])
+def test_docker_compose_config(files: list[Path]) -> None:
     result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
+        ["docker", "compose", *(f"-f{f}" for f in files), "config", "-q"],
         capture_output=True,
         text=True,
         cwd=REPO,

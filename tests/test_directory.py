@@ -1,5 +1,6 @@
-"""The ownership directory over a real Redis (a dedicated database flushed per test): leases,
-liveness of their holders, renewal, and the local validity deadline."""
+"""The ownership directory over a real Redis and a real Redis Cluster (flushed per test): leases,
+liveness of their holders (as the nodes' cluster view tells), renewal, the local validity
+deadline, and fencing when a lease is lost with a failed-over master."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from node.actors.ports import HeldElsewhere
 from node.cluster import keys
+from node.cluster.connection import RedisBackend, RedisClient
 from node.cluster.directory import Directory, Lease
 from node.cluster.identity import NodeIdentity
+from node.cluster.liveness import ClusterView
+from node.storage import Storage
+from node.storage.errors import Fenced
+from node.storage.messages import NewMessage
 
 TTL = 3.0
 CHAT = 42
@@ -21,15 +26,16 @@ KEY = keys.lease("chat", CHAT)
 
 
 class Node:
-    """One node's view: its identity, its directory, and the leases it was told it lost."""
+    """One node: its identity, its directory, and the leases it was told it lost. The nodes of
+    a test share one cluster view (everyone learns of a death at once)."""
 
-    def __init__(self, redis: aioredis.Redis, name: str, ttl: float = TTL) -> None:
+    def __init__(self, backend: RedisBackend, view: ClusterView, name: str, ttl: float) -> None:
         self.identity = NodeIdentity.new(name)
         self.me = self.identity.incarnation
         self.lost: list[str] = []
         self.lost_event = asyncio.Event()
-        self.redis = redis
-        self.directory = Directory(redis, self.identity, ttl=ttl)
+        self.view = view
+        self.directory = Directory(backend, self.identity, view, ttl=ttl)
 
     async def claim(self, chat_id: int = CHAT) -> Lease:
         def on_lost() -> None:
@@ -40,24 +46,28 @@ class Node:
         assert isinstance(claim, Lease)
         return claim
 
-    async def live(self) -> None:
-        await self.redis.set(keys.alive(self.me), b"1")
-
-    async def die(self) -> None:
-        await self.redis.delete(keys.alive(self.me))
+    def die(self) -> None:
+        """Its heartbeat lapsed: the others' view says so."""
+        self.view.update(self.view.dead | {self.me})
 
 
 @pytest.fixture
-async def nodes(redis: aioredis.Redis) -> AsyncIterator[Callable[..., Node]]:
+def redis(any_redis: RedisBackend) -> RedisClient:
+    return any_redis.client
+
+
+@pytest.fixture
+async def nodes(any_redis: RedisBackend) -> AsyncIterator[Callable[..., Node]]:
+    view = ClusterView()
+
     def make(name: str, ttl: float = TTL) -> Node:
-        return Node(redis, name, ttl)
+        return Node(any_redis, view, name, ttl)
 
     yield make
 
 
-async def test_claim_owner_release(redis: aioredis.Redis, nodes: Callable[..., Node]) -> None:
+async def test_claim_owner_release(redis: RedisClient, nodes: Callable[..., Node]) -> None:
     a, b = nodes("a"), nodes("b")
-    await a.live()
     assert await b.directory.owner(CHAT) is None
     lease = await a.claim()
     assert lease.key == KEY and lease.valid() and len(a.directory) == 1
@@ -74,7 +84,7 @@ async def test_claim_owner_release(redis: aioredis.Redis, nodes: Callable[..., N
 
 
 async def test_release_never_drops_another_nodes_lease(
-    redis: aioredis.Redis, nodes: Callable[..., Node]
+    redis: RedisClient, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a"), nodes("b")
     lease = await a.claim()
@@ -84,10 +94,9 @@ async def test_release_never_drops_another_nodes_lease(
 
 
 async def test_a_lease_held_by_a_live_node_cannot_be_taken(
-    redis: aioredis.Redis, nodes: Callable[..., Node]
+    redis: RedisClient, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a"), nodes("b")
-    await a.live()
     await a.claim()
     with pytest.raises(HeldElsewhere) as refused:
         await b.claim()
@@ -97,12 +106,11 @@ async def test_a_lease_held_by_a_live_node_cannot_be_taken(
 
 
 async def test_a_lease_held_by_a_dead_node_can_be_taken(
-    redis: aioredis.Redis, nodes: Callable[..., Node]
+    redis: RedisClient, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a"), nodes("b")
-    await a.live()
     await a.claim()
-    await a.die()  # its membership key lapsed
+    a.die()  # its heartbeat lapsed
     assert await b.directory.owner(CHAT) is None
     lease = await b.claim()
     assert lease.valid()
@@ -110,7 +118,7 @@ async def test_a_lease_held_by_a_dead_node_can_be_taken(
 
 
 async def test_renew_all_takes_back_a_lease_redis_forgot(
-    redis: aioredis.Redis, nodes: Callable[..., Node]
+    redis: RedisClient, nodes: Callable[..., Node]
 ) -> None:
     a = nodes("a")
     lease = await a.claim()
@@ -124,7 +132,7 @@ async def test_renew_all_takes_back_a_lease_redis_forgot(
 
 
 async def test_renew_all_reports_a_lease_another_node_overwrote(
-    redis: aioredis.Redis, nodes: Callable[..., Node]
+    redis: RedisClient, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a"), nodes("b")
     kept = await a.claim(1)
@@ -140,7 +148,7 @@ async def test_renew_all_reports_a_lease_another_node_overwrote(
 
 
 async def test_run_renews_and_reports_losses(
-    redis: aioredis.Redis, nodes: Callable[..., Node]
+    redis: RedisClient, nodes: Callable[..., Node]
 ) -> None:
     a, b = nodes("a", ttl=0.6), nodes("b")
     lease = await a.claim()
@@ -156,7 +164,7 @@ async def test_run_renews_and_reports_losses(
     assert a.lost == [KEY] and lease.lost
 
 
-async def test_release_all(redis: aioredis.Redis, nodes: Callable[..., Node]) -> None:
+async def test_release_all(redis: RedisClient, nodes: Callable[..., Node]) -> None:
     a = nodes("a")
     held = [await a.claim(i) for i in range(3)]
     await a.directory.release_all()
@@ -167,6 +175,7 @@ async def test_release_all(redis: aioredis.Redis, nodes: Callable[..., Node]) ->
 async def test_local_validity_ends_at_valid_until(nodes: Callable[..., Node]) -> None:
     ttl = 0.05
     a = nodes("a", ttl=ttl)
+    await a.directory.release(await a.claim(CHAT + 1))  # warm: connections made, script loaded
     before = time.monotonic()
     lease = await a.claim()
     after = time.monotonic()
@@ -183,3 +192,32 @@ def test_a_lease_value_object() -> None:
     lease.lost = True
     assert not lease.valid()
     assert not Lease("k", time.monotonic() - 0.001, lambda: None).valid()
+
+
+async def test_a_lease_lost_in_a_failover_is_fenced_by_postgres(
+    redis: RedisClient, nodes: Callable[..., Node], storage: Storage
+) -> None:
+    """A master acknowledged A's lease, then failed over before its replica had it: Redis no
+    longer knows the lease. B takes the chat and bumps its epoch; A, which cannot tell yet, is
+    refused by PostgreSQL at its next write, and learns of the loss at its next renewal."""
+    owner = await storage.users.create("fence-owner", "hash")
+    chat = (await storage.chats.create_group(owner.id, "g", [])).id
+    a, b = nodes("a"), nodes("b")
+    held_by_a = await a.claim(chat)
+    epoch_a = await storage.chats.take_ownership(chat)
+    assert epoch_a is not None
+    await storage.messages.post_batch(chat, epoch_a, [NewMessage(owner.id, "a1", "by a")])
+
+    await redis.delete(keys.lease("chat", chat))  # the write the promoted replica never got
+    await b.claim(chat)
+    epoch_b = await storage.chats.take_ownership(chat)
+    assert epoch_b is not None and epoch_b > epoch_a
+
+    assert held_by_a.valid()  # A cannot know before its next renewal...
+    with pytest.raises(Fenced):  # ...but PostgreSQL refuses its stale epoch
+        await storage.messages.post_batch(chat, epoch_a, [NewMessage(owner.id, "a2", "stale")])
+    stored = await storage.messages.post_batch(chat, epoch_b, [NewMessage(owner.id, "b1", "by b")])
+    assert [r.message.seq for r in stored if r.message] == [2]
+    await a.directory.renew_all()
+    assert a.lost == [keys.lease("chat", chat)] and not held_by_a.valid()
+    assert await redis.get(keys.lease("chat", chat)) == b.me.encode()

@@ -1,5 +1,6 @@
-"""Web Push parts on their own: the fan-out script's push decisions and the coalescing window in a
-real Redis, and the pure rules (allowed hosts, payload size, window bookkeeping, settings)."""
+"""Web Push parts on their own: the fan-out's push decisions and the coalescing window in a real
+Redis and a real Redis Cluster (each such test runs with both), and the pure rules (allowed hosts,
+payload size, window bookkeeping, settings)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import subprocess
 import sys
 
 import pytest
-import redis.asyncio as aioredis
 
 from node.cluster import keys
+from node.cluster.connection import RedisBackend, RedisClient
 from node.cluster.fanout import Fanout, FanoutGroup, PushHint
+from node.cluster.liveness import ClusterView
 from node.config import PUBLIC_PUSH_SERVICES
 from node.push.coalescing import LateMessages, Windows
 from node.push.payload import MAX_PAYLOAD, push_payload
@@ -34,18 +36,22 @@ def group(users: list[int], hint: PushHint | None) -> FanoutGroup:
 
 
 @pytest.fixture
-async def fanout(redis: aioredis.Redis) -> Fanout:
-    await redis.set(keys.alive(ME), 1)
-    return Fanout(redis, ME, mailbox_max=100, mailbox_ttl=60, push_window=WINDOW)
+def redis(any_redis: RedisBackend) -> RedisClient:
+    return any_redis.client
 
 
-async def flag(redis: aioredis.Redis, *users: int) -> None:
+@pytest.fixture
+async def fanout(any_redis: RedisBackend) -> Fanout:
+    return Fanout(any_redis, ME, ClusterView(), mailbox_max=100, mailbox_ttl=60, push_window=WINDOW)
+
+
+async def flag(redis: RedisClient, *users: int) -> None:
     for user in users:
         await redis.set(keys.push_subscribed(user), 1)
 
 
 async def test_the_script_owes_pushes_only_to_dormant_subscribed_users(
-    fanout: Fanout, redis: aioredis.Redis
+    fanout: Fanout, redis: RedisClient
 ) -> None:
     await flag(redis, 1, 2, 3)
     await redis.hset(keys.presence(3), ME, 1)  # user 3 has a device here: not dormant
@@ -58,7 +64,7 @@ async def test_the_script_owes_pushes_only_to_dormant_subscribed_users(
     assert not await redis.exists(keys.push_gate(1), keys.push_gate(3), keys.push_gate(4))
 
 
-async def test_groups_without_a_hint_owe_nothing(fanout: Fanout, redis: aioredis.Redis) -> None:
+async def test_groups_without_a_hint_owe_nothing(fanout: Fanout, redis: RedisClient) -> None:
     await flag(redis, 1)
     assert (await fanout.fanout_many([group([1], None)])).pushes == []
     ephemeral = FanoutGroup([1], b"{}", (), PushHint(10, 2, 0))  # no mailbox entries: no message
@@ -66,7 +72,7 @@ async def test_groups_without_a_hint_owe_nothing(fanout: Fanout, redis: aioredis
 
 
 async def test_within_a_window_the_newest_message_waits_for_its_end(
-    fanout: Fanout, redis: aioredis.Redis
+    fanout: Fanout, redis: RedisClient
 ) -> None:
     await flag(redis, 1, 2, 3)
     first = await fanout.fanout_many([group([1, 2, 3], PushHint(10, 1, 0))])
@@ -83,13 +89,13 @@ async def test_within_a_window_the_newest_message_waits_for_its_end(
 
 
 async def test_the_window_holder_takes_the_late_message_at_its_end(
-    fanout: Fanout, redis: aioredis.Redis
+    fanout: Fanout, redis: RedisClient
 ) -> None:
     await flag(redis, 2)
     await fanout.fanout_many([group([2], PushHint(10, 1, 0))])
     await fanout.fanout_many([group([2], PushHint(11, 1, 0))])
-    other = LateMessages(redis, "node-b:1", window=WINDOW)
-    mine = LateMessages(redis, ME, window=WINDOW)
+    other = LateMessages(redis, "node-b:1", ClusterView(), window=WINDOW)
+    mine = LateMessages(redis, ME, ClusterView(), window=WINDOW)
     assert await other.take_late(2) is None  # not the holder: leaves it
     assert await mine.take_late(2) == 11
     assert await mine.take_late(2) is None  # taken once
@@ -101,14 +107,12 @@ async def test_the_window_holder_takes_the_late_message_at_its_end(
     assert not await redis.exists(keys.push_late(2))
 
 
-async def test_no_late_push_once_the_user_is_connected(
-    fanout: Fanout, redis: aioredis.Redis
-) -> None:
+async def test_no_late_push_once_the_user_is_connected(fanout: Fanout, redis: RedisClient) -> None:
     await flag(redis, 2)
     await fanout.fanout_many([group([2], PushHint(10, 1, 0))])
     await fanout.fanout_many([group([2], PushHint(11, 1, 0))])
     await redis.hset(keys.presence(2), ME, 1)
-    assert await LateMessages(redis, ME, window=WINDOW).take_late(2) is None
+    assert await LateMessages(redis, ME, ClusterView(), window=WINDOW).take_late(2) is None
     assert not await redis.exists(keys.push_late(2))
 
 
@@ -195,7 +199,7 @@ def test_allowed_hosts_come_from_one_comma_separated_variable() -> None:
 
 
 async def test_flags_come_back_after_redis_forgot_them(
-    storage: Storage, redis: aioredis.Redis
+    storage: Storage, redis: RedisClient
 ) -> None:
     store = PushStore(storage.pool)
     users = [(await storage.users.create(f"user{i}", "x")).id for i in range(3)]

@@ -139,9 +139,11 @@ class UserActor(Actor[UserMessage]):
             if older is not None and older.epoch < message.epoch:
                 older.close(DEVICE_REPLACED, "this device connected again")
         elif isinstance(message, Resync):
+            # presence first: what is committed after a session re-reads PostgreSQL must be
+            # published to this node, not appended to a mailbox as if the user were away
+            await self._update_presence()
             for session in self.sessions.values():
                 session.request_resync()
-            await self._update_presence()
         elif isinstance(message, CheckOffline):
             self._offline_timer = None
             await self._check_offline()

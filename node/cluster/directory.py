@@ -1,8 +1,12 @@
 """The ownership directory: which node owns which chat, as leases in Redis. It implements the
 chat actors' `ChatOwnership` port (`node.actors.ports`).
 
-A lease is `lease:chat:<id>` holding the owner's incarnation, with a TTL the owner renews every
-third of it. A lease whose holder's membership key lapsed may be taken at once. Leases only say
+A lease is `lease:{chat:<id>}` holding the owner's incarnation, with a TTL the owner renews every
+third of it. A lease whose holder this node knows to be dead (its `ClusterView`: the holder's
+heartbeat lapsed) may be taken at once; scripts read only the lease key itself, so each touches
+one hash slot. A lease Redis lost (restarted empty, or a failed-over master had not replicated it)
+is simply free: the next claimant takes it, and a holder that still thinks it owns the chat is
+refused by PostgreSQL's fencing epoch. Leases only say
 who *should* own; safety comes from the fencing epoch in PostgreSQL (see `ChatStore.
 take_ownership`): a node that lost its lease without noticing (paused, cut off) is refused by the
 database at its next write.
@@ -20,33 +24,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from node import metrics
 from node.actors.ports import Claim, HeldElsewhere, OwnershipUnavailable
 from node.cluster import keys
+from node.cluster.connection import REDIS_DOWN, RedisBackend
 from node.cluster.identity import NodeIdentity
+from node.cluster.liveness import ClusterView
 
 log = logging.getLogger(__name__)
 
-# GET the lease; free or held by a dead node -> take it; ours -> extend it.
-# Returns {1, holder} when we hold it now, {0, holder} when a live node does.
+# GET the lease; free or held by a node known dead (ARGV[3..]: count, then incarnations) -> take
+# it; ours -> extend it. Returns {1, holder} when we hold it now, {0, holder} when another does.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, holder}
 end
-if holder and redis.call('EXISTS', ARGV[3] .. holder) == 1 then
-  return {0, holder}
+if holder then
+  local dead = false
+  for i = 4, 3 + tonumber(ARGV[3]) do
+    if ARGV[i] == holder then dead = true end
+  end
+  if not dead then return {0, holder} end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, ARGV[1]}
 """
 
-# For each key: ours -> extend; missing (Redis forgot) -> take back; another's -> lost.
-# Returns one flag per key: 1 kept, 0 lost.
+# One Redis. For each key: ours -> extend; missing (Redis forgot) -> take back; another's ->
+# lost. Returns one flag per key: 1 kept, 0 lost.
 _RENEW = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -81,20 +88,23 @@ class Lease:
         return not self.lost and time.monotonic() < self.valid_until
 
 
-_REDIS_DOWN = (RedisError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 
 class Directory:
-    def __init__(self, redis: aioredis.Redis, identity: NodeIdentity, *, ttl: float) -> None:
-        self._redis = redis
+    def __init__(
+        self, backend: RedisBackend, identity: NodeIdentity, view: ClusterView, *, ttl: float
+    ) -> None:
+        self._backend = backend
+        self._redis = backend.client
         self._me = identity.incarnation
+        self._view = view
         self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
-        self._alive_prefix = keys.alive("")
         self._leases: dict[str, Lease] = {}
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -106,7 +116,7 @@ class Directory:
         sent_at = time.monotonic()
         try:
             ok, holder = await self._acquire(
-                keys=[key], args=[self._me, self._ttl_ms, self._alive_prefix]
+                keys=[key], args=[self._me, self._ttl_ms, *self._view.dead_args()]
             )
         except _REDIS_DOWN as exc:
             raise OwnershipUnavailable(str(exc)) from exc
@@ -117,13 +127,13 @@ class Directory:
         return lease
 
     async def owner(self, chat_id: int) -> str | None:
-        """The live node holding the chat, or None when it is free (or its holder is dead).
+        """The node holding the chat, or None when it is free (or its holder is known dead).
         Raises RedisError when Redis cannot be asked."""
         value = await self._redis.get(keys.lease("chat", chat_id))
         if value is None:
             return None
         holder = value.decode() if isinstance(value, bytes) else str(value)
-        if holder != self._me and not await self._redis.exists(self._alive_prefix + holder):
+        if holder != self._me and self._view.is_dead(holder):
             return None
         return holder
 
@@ -143,12 +153,24 @@ class Directory:
             log.warning("lease.release_failed", extra={"key": lease.key, "error": str(exc)})
 
     async def renew_all(self) -> None:
-        """Extend every lease held; a lease another node took is reported to its `on_lost`."""
+        """Extend every lease held; a lease another node took is reported to its `on_lost`.
+        Raises RedisError when Redis did not answer: the leases keep their deadlines and the
+        next round tries again.
+
+        One Redis: one script call for all of them. A Redis Cluster: a script per hash slot
+        would cost its fixed overhead (~15 µs of Redis CPU) for nearly every lease, so each
+        lease is `GETEX`ed instead (one pipeline, every shard in parallel): read the holder and
+        push the expiry in one step. Ours: kept. Missing (Redis forgot): taken back with
+        `SET NX`. Another's: lost; its expiry was pushed once too, which at most delays a
+        takeover of a dead holder's lease by one TTL (the fencing epoch keeps writes safe)."""
         leases = list(self._leases.values())
         if not leases:
             return
         sent_at = time.monotonic()
-        flags = await self._renew(keys=[le.key for le in leases], args=[self._me, self._ttl_ms])
+        if self._backend.sharded:
+            flags = await self._renew_each(leases)
+        else:
+            flags = await self._renew(keys=[le.key for le in leases], args=[self._me, self._ttl_ms])
         for lease, kept in zip(leases, flags, strict=True):
             if kept:
                 lease.valid_until = sent_at + self._ttl
@@ -158,6 +180,24 @@ class Directory:
                 metrics.OWNERSHIP_CHANGES.labels(change="lost").inc()
                 log.warning("lease.lost", extra={"key": lease.key})
                 lease.on_lost()
+
+    async def _renew_each(self, leases: list[Lease]) -> list[bool]:
+        me = self._me.encode()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for lease in leases:
+                pipe.getex(lease.key, px=self._ttl_ms)
+            holders: list[bytes | None] = await pipe.execute()
+        missing = [i for i, holder in enumerate(holders) if holder is None]
+        retaken: list[bool | None] = []
+        if missing:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in missing:
+                    pipe.set(leases[i].key, self._me, nx=True, px=self._ttl_ms)
+                retaken = await pipe.execute()
+        kept = [holder == me for holder in holders]
+        for i, taken in zip(missing, retaken, strict=True):
+            kept[i] = bool(taken)
+        return kept
 
     async def run(self) -> None:
         """Renew every third of the TTL until cancelled."""

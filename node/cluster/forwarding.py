@@ -17,10 +17,9 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from node.actors.commands import ChatCommand, ChatSignalCommand, SendCommand, SendOutcome
 from node.cluster import envelopes
+from node.cluster.connection import REDIS_DOWN
 from node.cluster.identity import NodeIdentity
 from node.cluster.owners import RemoteOwners
 from node.cluster.transport import Publisher
@@ -28,7 +27,7 @@ from node.frames import message_from_json
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (RedisError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 
 @dataclass(slots=True)

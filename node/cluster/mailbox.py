@@ -1,4 +1,5 @@
-"""Dormant users' mailboxes: a Redis list per user holding frames for a device to come.
+"""Dormant users' mailboxes: a Redis list per user (`mbox:{u:<user>}`, in the hash slot of the
+user's presence) holding frames for a device to come.
 
 Entries are `<chat_id>:<seq>:<frame>`, appended in seq order per chat (one writer per chat) by the
 fan-out script. The list is a cache, not the record: it is capped at `mailbox_max` entries and
@@ -11,9 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from node.cluster import keys
+from node.cluster.connection import RedisClient
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ def mailbox_entry(chat_id: int, seq: int, frame: bytes) -> bytes:
 
 
 class Mailboxes:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     async def read(self, user_id: int) -> MailboxContents:

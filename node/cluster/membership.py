@@ -1,79 +1,138 @@
-"""Node membership by heartbeats: `alive:<incarnation>` with a TTL, renewed every interval.
+"""Node membership by heartbeats into one registry: `members` is a sorted set {incarnation: expiry
+in ms on the Redis clock}, and each beat pushes this node's expiry three intervals ahead.
 
-A node whose key lapsed is dead to the others: its leases may be taken and its presence entries
-are dropped. When a beat finds its own key missing (Redis restarted empty, or this process was
-paused past the TTL), `on_lost_memory` runs so that the node re-registers what it holds.
+A node whose expiry passed is dead to the others: its leases may be taken and its presence entries
+are dropped. Each beat also refreshes this node's `ClusterView` (the dead incarnations) from the
+registry. This node runs `on_lost_memory` (re-register what it holds, resynchronise every device
+from PostgreSQL) when a beat finds that
+
+- its entry is gone: Redis restarted empty (or the registry's shard lost it);
+- its entry had lapsed: this process was paused past the TTL, so the others dropped its presence
+  entries. It re-registers one and a half intervals later, once every other node has seen it
+  alive again (before that, a node with the old view could drop the new entries again);
+- a replica of the Redis Cluster was promoted: the failed master may have lost writes it had
+  acknowledged (presence entries, leases, mailbox appends, publishes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from node import metrics
 from node.cluster import keys
+from node.cluster.connection import REDIS_DOWN, RedisBackend
 from node.cluster.identity import NodeIdentity
+from node.cluster.liveness import DEAD_RETENTION_MS, ClusterView
 
 log = logging.getLogger(__name__)
+
+# Returns {state, dead...}: state 0 = this node was not registered, 1 = registered and alive,
+# 2 = registered but lapsed. Time is the Redis server's, so node clocks may disagree.
+_BEAT = """
+local key, me, ttl, keep = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZSCORE', key, me)
+local state = 0
+if old then
+  if tonumber(old) > now then state = 1 else state = 2 end
+end
+redis.call('ZADD', key, now + ttl, me)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
+local out = redis.call('ZRANGEBYSCORE', key, '-inf', now)
+table.insert(out, 1, state)
+return out
+"""
+
+# A graceful leave: dead from now on (kept, so that others drop what is left of its presence).
+_LEAVE = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1, ARGV[1])
+"""
+
+_ABSENT, _ALIVE, _LAPSED = 0, 1, 2
 
 
 class Membership:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        backend: RedisBackend,
         identity: NodeIdentity,
+        view: ClusterView,
         *,
         interval: float,
         on_lost_memory: Callable[[], Awaitable[None]],
     ) -> None:
-        self._redis = redis
+        self._backend = backend
         self._identity = identity
+        self._view = view
         self._interval = interval
         self._ttl_ms = int(interval * 3 * 1000)
         self._on_lost_memory = on_lost_memory
+        self._beat = backend.client.register_script(_BEAT)
+        self._leave = backend.client.register_script(_LEAVE)
+        self._recover_after: float | None = None
+        self._left = False
         self.healthy = False
 
-    async def beat(self) -> bool:
-        """One heartbeat; True if the key was still there (nothing was forgotten)."""
-        previous = await self._redis.set(
-            keys.alive(self._identity.incarnation),
-            self._identity.node_id,
-            px=self._ttl_ms,
-            get=True,
+    async def beat(self) -> int:
+        """One heartbeat; refreshes the view. Returns the state it found this node in (see
+        the script)."""
+        reply = await self._beat(
+            keys=[keys.MEMBERS],
+            args=[self._identity.incarnation, self._ttl_ms, DEAD_RETENTION_MS],
         )
-        return previous is not None
+        state, *dead = reply
+        self._view.update(d.decode() if isinstance(d, bytes) else str(d) for d in dead)
+        return int(state)
 
     async def run(self) -> None:
         """Beat until cancelled. Redis errors are logged and retried at the next beat."""
         first = True
         while True:
+            if self._left:  # stopping: the loop is cancelled next
+                await asyncio.sleep(self._interval)
+                continue
             try:
-                remembered = await self.beat()
+                state = await self.beat()
                 if not self.healthy:
                     log.info("membership.redis_ok", extra={"node": self._identity.incarnation})
                 self.healthy = True
-                if not remembered and not first:
-                    log.warning(
-                        "membership.redis_forgot", extra={"node": self._identity.incarnation}
-                    )
-                    await self._on_lost_memory()
+                await self._after_beat(state, first)
                 first = False
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 metrics.REDIS_ERRORS.labels(op="heartbeat").inc()
                 if self.healthy:
                     log.warning("membership.redis_down", extra={"error": str(exc)})
                 self.healthy = False
             await asyncio.sleep(self._interval)
 
-    async def leave(self) -> None:
-        try:
-            await self._redis.delete(keys.alive(self._identity.incarnation))
-        except (RedisError, OSError):
-            pass
+    async def _after_beat(self, state: int, first: bool) -> None:
+        me = self._identity.incarnation
+        if state == _ABSENT and not first:
+            log.warning("membership.redis_forgot", extra={"node": me})
+            self._recover_after = None
+            await self._on_lost_memory()
+            return
+        if state == _LAPSED:
+            log.warning("membership.lapsed", extra={"node": me})
+            self._recover_after = time.monotonic() + self._interval * 1.5
+        if await self._backend.promoted():
+            log.warning("membership.redis_failover", extra={"node": me})
+            self._recover_after = None
+            await self._on_lost_memory()
+            return
+        if self._recover_after is not None and time.monotonic() >= self._recover_after:
+            self._recover_after = None
+            await self._on_lost_memory()
 
-    async def is_alive(self, incarnation: str) -> bool:
-        return bool(await self._redis.exists(keys.alive(incarnation)))
+    async def leave(self) -> None:
+        """A graceful stop: dead to the others from now on, and no more beats."""
+        self._left = True
+        try:
+            await self._leave(keys=[keys.MEMBERS], args=[self._identity.incarnation])
+        except REDIS_DOWN:
+            pass

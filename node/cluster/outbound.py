@@ -17,9 +17,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from redis.exceptions import RedisError
-
 from node import metrics
+from node.cluster.connection import REDIS_DOWN
 from node.cluster.fanout import Fanout, FanoutGroup
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ class Outbound:
         for delay in (*_RETRY_DELAYS, None):
             try:
                 result = await self._fanout.fanout_many(groups)
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 metrics.REDIS_ERRORS.labels(op="fanout").inc()
                 if delay is None:
                     self.dropped += len(groups)

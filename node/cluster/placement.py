@@ -16,12 +16,11 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from redis.exceptions import RedisError
-
 from node.actors.chat import ChatActor
 from node.actors.commands import ChatCommand, fail_sends
 from node.actors.ports import Handback
 from node.actors.runtime import ActorRef, ActorRegistry, ActorStopped, MailboxFull
+from node.cluster.connection import REDIS_DOWN
 from node.cluster.directory import Directory
 from node.cluster.forwarding import Forwarder
 from node.cluster.identity import NodeIdentity
@@ -29,7 +28,7 @@ from node.cluster.owners import RemoteOwners
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (RedisError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 _MAX_HOPS = 3
 
 ChatActorFactory = Callable[[int, Handback], ChatActor]

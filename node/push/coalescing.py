@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import heapq
 
-import redis.asyncio as aioredis
-
 from node.cluster import keys
+from node.cluster.connection import RedisClient
+from node.cluster.liveness import ClusterView
 
-# KEYS: gate, late, presence; ARGV: this node's incarnation, window ms, key prefix.
-# Returns the late message id to push now (the gate is ours again), or false.
+# KEYS: gate, late, presence (one user: one hash slot); ARGV: this node's incarnation, window ms,
+# the nodes known dead (count first). Returns the late message id to push now (the gate is ours
+# again), or false.
 _TAKE_LATE = """
 local mid = redis.call('GET', KEYS[2])
 if not mid then return false end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
+local dead = {}
+for i = 4, 3 + tonumber(ARGV[3]) do dead[ARGV[i]] = true end
 for _, node in ipairs(redis.call('HKEYS', KEYS[3])) do
-  if redis.call('EXISTS', ARGV[3] .. 'alive:' .. node) == 1 then
+  if not dead[node] then
     redis.call('DEL', KEYS[2])
     return false
   end
@@ -39,8 +42,11 @@ return mid
 
 
 class LateMessages:
-    def __init__(self, redis: aioredis.Redis, incarnation: str, *, window: float) -> None:
+    def __init__(
+        self, redis: RedisClient, incarnation: str, view: ClusterView, *, window: float
+    ) -> None:
         self._me = incarnation
+        self._view = view
         self._window_ms = int(window * 1000)
         self._take = redis.register_script(_TAKE_LATE)
 
@@ -49,7 +55,7 @@ class LateMessages:
         the user is still not connected; the gate is then held for another window."""
         mid = await self._take(
             keys=[keys.push_gate(user_id), keys.push_late(user_id), keys.presence(user_id)],
-            args=[self._me, self._window_ms, keys.PREFIX],
+            args=[self._me, self._window_ms, *self._view.dead_args()],
         )
         return int(mid) if mid else None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
+from node.cluster.connection import RedisClient
+from node.cluster.liveness import ClusterView
 from node.config import Settings
 from node.push.coalescing import LateMessages
 from node.push.notifier import PushNotifier
@@ -27,11 +27,16 @@ class Push:
 
 
 def build_push(
-    settings: Settings, incarnation: str, store: PushStore, redis: aioredis.Redis, vapid: VapidKey
+    settings: Settings,
+    incarnation: str,
+    store: PushStore,
+    redis: RedisClient,
+    view: ClusterView,
+    vapid: VapidKey,
 ) -> Push:
     flags = PushFlags(redis, store)
     sender = PushSender(vapid, ca_file=settings.push_ca_file)
-    late = LateMessages(redis, incarnation, window=settings.push_coalesce)
+    late = LateMessages(redis, incarnation, view, window=settings.push_coalesce)
     notifier = PushNotifier(
         store,
         flags,

@@ -20,11 +20,9 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from node import errors
 from node.cluster import keys
+from node.cluster.connection import REDIS_DOWN, RedisClient
 from node.push.targets import InvalidSubscription, check_subscription
 from node.storage.errors import DATABASE_ERRORS
 from node.storage.push import PushStore
@@ -33,11 +31,11 @@ log = logging.getLogger(__name__)
 
 # subscriptions kept per user: past it, the oldest go
 KEEP_PER_USER = 10
-_FAILURES: tuple[type[BaseException], ...] = (RedisError, *DATABASE_ERRORS)
+_FAILURES: tuple[type[BaseException], ...] = (*REDIS_DOWN, *DATABASE_ERRORS)
 
 
 class PushFlags:
-    def __init__(self, redis: aioredis.Redis, store: PushStore, *, interval: float = 30.0) -> None:
+    def __init__(self, redis: RedisClient, store: PushStore, *, interval: float = 30.0) -> None:
         self._redis = redis
         self._store = store
         self._interval = interval
@@ -99,7 +97,7 @@ class PushSubscriptions:
         )
         try:
             await self._flags.set(user_id)
-        except (RedisError, OSError) as exc:  # stored but not yet flagged: the client retries
+        except REDIS_DOWN as exc:  # stored but not yet flagged: the client retries
             raise errors.Unavailable() from exc
         return sub_id
 
@@ -109,5 +107,5 @@ class PushSubscriptions:
             raise errors.NotFound("no such subscription")
         try:
             await self._flags.refresh(user_id)
-        except (RedisError, OSError):  # a flag left set costs one lookup, no more
+        except REDIS_DOWN:  # a flag left set costs one lookup, no more
             pass

@@ -29,12 +29,12 @@ import math
 import time
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
 from node import errors, metrics
+from node.cluster.connection import REDIS_DOWN, RedisClient
 from node.config import Settings
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,10 @@ KEY_PREFIX = "messenger:limits"
 
 
 class AuthThrottle:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self._enabled = settings.auth_throttle
-        storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            key_prefix=KEY_PREFIX,
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-        )
-        self._limiter = MovingWindowRateLimiter(storage)
+        # no storage at all when off (on a Redis Cluster it would hold a client of its own)
+        self._limiter = MovingWindowRateLimiter(_storage(redis)) if self._enabled else None
         self._login_account = parse_many(settings.login_limit_account)
         self._login_address = parse_many(settings.login_limit_address)
         self._register_address = parse_many(settings.register_limit_address)
@@ -71,7 +66,7 @@ class AuthThrottle:
         )
 
     async def _hit(self, *checks: tuple[str, str, list[RateLimitItem]]) -> None:
-        if not self._enabled:
+        if self._limiter is None:
             return
         try:
             for scope, key, items in checks:
@@ -83,10 +78,40 @@ class AuthThrottle:
                             "too many attempts, retry later",
                             retry_after=await self._retry_after(item, scope, key),
                         )
-        except RedisError as exc:
+        except REDIS_DOWN as exc:
             metrics.REDIS_ERRORS.labels(op="auth_throttle").inc()
             log.warning("auth.throttle_unavailable", extra={"error": str(exc)})
 
     async def _retry_after(self, item: RateLimitItem, scope: str, key: str) -> int:
+        assert self._limiter is not None
         stats = await self._limiter.get_window_stats(item, scope, key)
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+def _storage(redis: RedisClient) -> Storage:
+    """The limits' storage on the node's own Redis client: its connection pool on one Redis,
+    the cluster client itself on a Redis Cluster (each limit is one key: one hash slot)."""
+    if isinstance(redis, RedisCluster):
+        return _ClusterStorage(redis)
+    return RedisStorage(
+        "async+redis://",
+        implementation="redispy",
+        key_prefix=KEY_PREFIX,
+        connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+    )
+
+
+class _ClusterStorage(RedisClusterStorage):
+    """limits' Redis Cluster storage over a client the node already has and closes (the
+    library would otherwise make a cluster client of its own that nothing closes): the bridge
+    is pointed at it where the library would build one."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        super().__init__(
+            "async+redis+cluster://unused:1", implementation="redispy", key_prefix=KEY_PREFIX
+        )
+
+    def configure_bridge(self) -> None:
+        self.bridge.storage = self._client  # type: ignore[attr-defined]
+        self.bridge.connection_getter = lambda _readonly: self._client  # type: ignore[attr-defined]

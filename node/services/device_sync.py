@@ -9,9 +9,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from redis.exceptions import RedisError
-
 from node import metrics
+from node.cluster.connection import REDIS_DOWN
 from node.cluster.mailbox import MailboxContents, Mailboxes
 from node.domain import ChatPosition, Message
 from node.storage import Storage
@@ -62,7 +61,7 @@ class DeviceSync:
         PostgreSQL: the caller carries on without it)."""
         try:
             return await self._mailboxes.read(user_id)
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             metrics.REDIS_ERRORS.labels(op="mailbox_read").inc()
             log.warning("backlog.mailbox_unreadable", extra={"user_id": user_id, "error": str(exc)})
             return None
@@ -70,7 +69,7 @@ class DeviceSync:
     async def trim_mailbox(self, user_id: int, consumed: int) -> None:
         try:
             await self._mailboxes.trim(user_id, consumed)
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             log.warning(
                 "backlog.mailbox_trim_failed", extra={"user_id": user_id, "error": str(exc)}
             )

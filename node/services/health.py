@@ -7,8 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from node.cluster.connection import RedisClient
 from node.storage import Storage
 
 _PROBE_TIMEOUT = 2.0
@@ -18,7 +17,7 @@ class HealthService:
     def __init__(
         self,
         storage: Storage,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         node_id: str,
         failing_parts: Callable[[], list[str]],
     ) -> None:
