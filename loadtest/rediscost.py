@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import report
-from loadtest.servers import ServerGroup, cpu_seconds, listener_pids, with_path
+from loadtest.procstats import cpu_seconds
+from loadtest.servers import ServerGroup, listener_pids, with_path
 from loadtest.workload import Spec, now_ns, worker_entry
 
 REDIS_KINDS = ("single", "cluster")
