@@ -233,8 +233,18 @@ def test_the_docs_link_only_to_files_a_clone_has(page: str) -> None:
         assert "../shared" not in text
     targets = MARKDOWN_LINK.findall(text) + HTML_SOURCE.findall(text)
     for target in targets:
-        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+        if re.match(r"^[a-z]+:", target):
             continue
-        linked = (path.parent / target.split("#")[0]).resolve()
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
         assert linked.is_relative_to(REPO), (page, target)
         assert linked.exists(), (page, target)
+        if anchor and linked.suffix == ".md":
+            assert anchor in headings(linked), (page, target)
+
+
+def headings(page: Path) -> set[str]:
+    """The anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces
+    to hyphens."""
+    titles = re.findall(r"^#{1,6} +(.+?) *$", page.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", t.lower()).replace(" ", "-") for t in titles}
