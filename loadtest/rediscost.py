@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing as mp
 import secrets
 import tempfile
 import time
@@ -30,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import report
+from loadtest.client import now_ns
+from loadtest.harness import Workers
 from loadtest.procstats import cpu_seconds
 from loadtest.servers import ServerGroup, listener_pids, with_path
-from loadtest.workload import Spec, now_ns, worker_entry
+from loadtest.workload import Spec, worker_main
 
 REDIS_KINDS = ("single", "cluster")
 
@@ -238,33 +239,18 @@ def _measure(
         )
         for w in range(workers)
     ]
-    ctx = mp.get_context("spawn")
-    pipes, procs = [], []
-    try:
-        for spec in specs:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_entry, args=(spec, child), daemon=True)
-            proc.start()
-            pipes.append(parent)
-            procs.append(proc)
-        ready = [_expect(pipe, "ready", 2 * a.max_time + 60) for pipe in pipes]
+    with Workers(worker_main, specs, fd_limit=4 * a.pairs + 1024) as ws:
+        setup = ws.gather("setup", 2 * a.max_time + 60)
+        ws.release()
+        ready = ws.gather("ready", a.max_time + 60)
         before = redis.snapshot()
         started = time.monotonic()
         node_cpu0, pg_cpu0 = cpu_seconds(node_pids), cpu_seconds(pg.pids())
-        t0 = now_ns() + 200_000_000
-        for pipe in pipes:
-            pipe.send(t0)
-        results = [_expect(pipe, "done", a.max_time + 120) for pipe in pipes]
+        ws.release(now_ns() + 200_000_000)
+        results = ws.gather("done", a.max_time + 120)
         node_cpu, pg_cpu = cpu_seconds(node_pids) - node_cpu0, cpu_seconds(pg.pids()) - pg_cpu0
         after = redis.snapshot()
         window = time.monotonic() - started
-        for pipe in pipes:
-            pipe.send("close")
-    finally:
-        for proc in procs:
-            proc.join(15)
-            if proc.is_alive():
-                proc.kill()
     base = {
         "kind": "rediscost",
         "target": "node",
@@ -274,7 +260,7 @@ def _measure(
         "messages": a.messages,
         "workers": workers,
         "label": a.label,
-        "setup_s": round(max(r["setup_s"] for r in ready), 2),
+        "setup_s": round(max(r["setup_s"] for r in setup), 2),
         "connect_s": round(max(r["connect_s"] for r in ready), 2),
     }
     line = report.pairs_line(report.merge(results), base, {"server_cpu_s": round(node_cpu, 2)})
@@ -282,15 +268,6 @@ def _measure(
     line["postgres_cpu_ms_per_msg"] = round(pg_cpu * 1000 / delivered, 3) if pg.pids() else None
     line["window_s"] = window
     return line, before, after
-
-
-def _expect(pipe: Any, what: str, timeout: float) -> Any:
-    if not pipe.poll(timeout):
-        raise RuntimeError(f"a worker sent no '{what}' within {timeout:.0f}s")
-    kind, payload = pipe.recv()
-    if kind != what:
-        raise RuntimeError(f"worker failed: {payload}")
-    return payload
 
 
 def run(

@@ -537,7 +537,24 @@ async def test_screenshots_for_the_readme(
         else:
             await api.send(who, chat_with["tom"], text)
             await expect(desktop.message(text)).to_have_count(1)
-    seq = len(lines) + 1
+    photo = await api.call(
+        "POST",
+        "/api/v1/media",
+        tom.token,
+        data=_landscape_png(),
+        headers={"Content-Type": "image/png"},
+    )
+    assert photo.status == 201, photo
+    caption = "From the top of the ridge"
+    sent = await api.call(
+        "POST",
+        f"/api/v1/chats/{chat_with['tom']}/messages",
+        tom.token,
+        json={"client_msg_id": "photo-1", "text": caption, "attachments": [photo.body["id"]]},
+    )
+    assert sent.status == 201, sent
+    await expect(desktop.message(caption).locator("img")).to_be_visible()
+    seq = len(lines) + 2
     await ws["tom"].ws.send_json({"type": "read", "chat_id": chat_with["tom"], "seq": seq})
     await expect(desktop.page.locator(".seen-label")).to_have_text("Seen")
     await ws["tom"].ws.send_json({"type": "typing", "chat_id": chat_with["tom"]})
@@ -550,3 +567,27 @@ async def test_screenshots_for_the_readme(
     await phone.open_chat("tom")
     await expect(phone.page.locator(".seen-label")).to_have_text("Seen")
     await phone.page.screenshot(path=out / "chat-phone.png")
+
+
+def _landscape_png() -> bytes:
+    """A small picture for the screenshots: a sky over hills, drawn with Pillow."""
+    from io import BytesIO
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (960, 600), (135, 185, 235))
+    draw = ImageDraw.Draw(image)
+    for y in range(600):  # the sky lightens towards the horizon
+        shade = int(y / 600 * 60)
+        draw.line([(0, y), (960, y)], fill=(120 + shade, 170 + shade, 230))
+    draw.ellipse((700, 80, 800, 180), fill=(255, 230, 150))
+    draw.polygon(
+        [(0, 420), (260, 250), (520, 430), (760, 300), (960, 440), (960, 600), (0, 600)],
+        fill=(70, 120, 80),
+    )
+    draw.polygon(
+        [(0, 520), (300, 400), (640, 540), (960, 470), (960, 600), (0, 600)], fill=(50, 95, 60)
+    )
+    out = BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
