@@ -29,7 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.servers import Infra, Sampler, ServerGroup, free_port, rss_bytes
+from loadtest.procstats import Sampler, rss_bytes
+from loadtest.servers import Infra, ServerGroup, free_port
 
 MiB = 1024 * 1024
 

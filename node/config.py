@@ -48,29 +48,59 @@ class Settings(BaseSettings):
     )
 
     # --- the contract's settings -------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    database_url: str | None = None
-    redis_url: str | None = None
-    data_dir: Path = Path(".messenger")
-    jwt_secret: str | None = None
-    node_id: str = Field(default_factory=lambda: f"node-{uuid.uuid4().hex[:8]}")
+    host: str = Field("127.0.0.1", description="address to listen on (`0.0.0.0`: every interface)")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on")
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL (`postgresql://user:password@host:5432/db`); unset: an embedded"
+        " PostgreSQL under the data dir",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="one Redis (`redis://`, `rediss://` with TLS, `unix://`) or a Redis Cluster"
+        " (`redis+cluster://host:port[,host:port…]`, `rediss+cluster://` with TLS; Redis 7+; a few"
+        " seed nodes, the rest is discovered); unset: an embedded Redis under the data dir",
+    )
+    data_dir: Path = Field(
+        Path(".messenger"),
+        description="the embedded servers' files (one node or `cluster` at a time) and the"
+        " generated secrets (JWT secret, VAPID key); other files there are left alone",
+    )
+    jwt_secret: str | None = Field(
+        None,
+        description="HMAC key of access tokens, at least 16 characters, the same on every node;"
+        " unset: generated once and kept in the data dir",
+    )
+    node_id: str = Field(
+        default_factory=lambda: f"node-{uuid.uuid4().hex[:8]}",
+        description="this node's name in logs, traces, `ready` frames and `/healthz` (1-64"
+        " characters without spaces, `:` or braces)",
+    )
 
     # --- auth ---------------------------------------------------------------------------------
     access_token_ttl: int = Field(900, ge=10, description="access token lifetime, seconds")
-    refresh_token_ttl: int = Field(30 * 24 * 3600, ge=60, description="refresh token lifetime, s")
-    bcrypt_rounds: int = Field(12, ge=4, le=31)
+    refresh_token_ttl: int = Field(
+        30 * 24 * 3600, ge=60, description="refresh token lifetime, seconds"
+    )
+    bcrypt_rounds: int = Field(
+        12, ge=4, le=31, description="bcrypt cost of new password hashes (+1 doubles a login's CPU)"
+    )
     auth_throttle: bool = Field(
-        True, description="false: no login/registration throttling (benchmarks, load tests)"
+        True,
+        description="`false`: no login/registration throttling and no fair hashing gate"
+        " (benchmarks, load tests, trusted networks); message rate limits stay",
     )
     login_limit_account: str = Field(
-        "10/minute;100/hour", description="login attempts per account (moving windows)"
+        "10/minute;100/hour",
+        description="login attempts per account across the cluster (moving windows; 429 above)",
     )
     login_limit_address: str = Field(
-        "30/minute;300/hour", description="login attempts per client address"
+        "30/minute;300/hour",
+        description="login attempts per client address across the cluster (429 above)",
     )
     register_limit_address: str = Field(
-        "10/minute;50/hour", description="registrations per client address"
+        "10/minute;50/hour",
+        description="registrations per client address across the cluster (429 above)",
     )
     trusted_proxies: str = Field(
         "",
@@ -89,71 +119,133 @@ class Settings(BaseSettings):
 
     # --- delivery -----------------------------------------------------------------------------
     backlog_limit: int = Field(
-        1000, ge=1, description="newest unacked messages per chat on connect"
+        1000,
+        ge=1,
+        description="newest unacked messages per chat sent on connect (a `gap` frame for older)",
     )
-    outbox_limit: int = Field(8192, ge=16, description="frames queued per socket before disconnect")
+    outbox_limit: int = Field(
+        8192, ge=16, description="frames queued for one socket; past it the socket is closed (1013)"
+    )
     close_grace: float = Field(
-        2.0, gt=0, le=60, description="a socket that cannot take its close frame is cut after, s"
+        2.0,
+        gt=0,
+        le=60,
+        description="a socket that cannot take its close frame is cut after this, seconds",
     )
-    ack_flush_interval: float = Field(0.1, gt=0, le=0.25, description="ack batching, seconds")
+    ack_flush_interval: float = Field(
+        0.1, gt=0, le=0.25, description="acks are written in batches at least this often, seconds"
+    )
     mailbox_max: int = Field(
-        10_000, ge=100, description="entries kept in a dormant user's Redis list"
+        10_000,
+        ge=100,
+        description="entries kept in the Redis mailbox of a user with no device connected",
     )
     mailbox_ttl: int = Field(7 * 24 * 3600, ge=60, description="Redis mailbox expiry, seconds")
-    presence_grace: float = Field(2.0, ge=0, le=4.5, description="offline debounce, seconds")
+    presence_grace: float = Field(
+        2.0,
+        ge=0,
+        le=4.5,
+        description="offline is announced after the last device has been gone this long, seconds",
+    )
 
     # --- limits -------------------------------------------------------------------------------
-    max_body_bytes: int = Field(256 * 1024, ge=1024)
-    max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    rate_burst: int = Field(1000, ge=1, description="messages a user may send in a burst")
-    rate_per_second: float = Field(200.0, gt=0, description="sustained messages per user per s")
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest JSON request body, bytes (413 above)"
+    )
+    max_frame_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="largest WebSocket frame, bytes (an error frame above; 4 times it: closed)",
+    )
+    rate_burst: int = Field(1000, ge=1, description="messages a user may send in a burst, per node")
+    rate_per_second: float = Field(
+        200.0, gt=0, description="sustained messages per user per second, per node"
+    )
     ws_heartbeat: float = Field(30.0, gt=0, description="WebSocket ping interval, seconds")
-    body_timeout: float = Field(10.0, gt=0, description="a request body must arrive within, s")
+    body_timeout: float = Field(
+        10.0, gt=0, description="a JSON request body must arrive within this, seconds (408)"
+    )
     keepalive_timeout: float = Field(
-        30.0, gt=0, description="an HTTP connection waiting for a request is closed after, s"
+        30.0, gt=0, description="an HTTP connection waiting for a request is closed after, seconds"
     )
     signal_interval: float = Field(
-        0.5, gt=0, le=5, description="typing/read frames per chat and device: one per interval"
+        0.5,
+        gt=0,
+        le=5,
+        description="per chat and connection, one `typing` and one `read` frame go on per"
+        " interval, seconds (reads coalesced, the latest kept)",
     )
 
     # --- media -------------------------------------------------------------------------------
-    media_max_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest upload, bytes")
-    media_store: Literal["postgres", "s3"] = Field(
-        "postgres", description="where media bytes live (metadata is always in PostgreSQL)"
+    media_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="largest upload, bytes (413 above)"
     )
-    media_s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL")
-    media_s3_bucket: str | None = Field(None, validate_default=True)
-    media_s3_region: str = "us-east-1"
+    media_store: Literal["postgres", "s3"] = Field(
+        "postgres",
+        description="where new uploads' bytes go (metadata is always in PostgreSQL; media already"
+        " stored stay served from where they are)",
+    )
+    media_s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint URL; unset: AWS S3"
+    )
+    media_s3_bucket: str | None = Field(
+        None, validate_default=True, description="the bucket; required with `s3`"
+    )
+    media_s3_region: str = Field("us-east-1", description="S3 region")
     media_s3_prefix: str = Field("media/", description="key prefix of media objects")
-    media_s3_access_key_id: str | None = None
-    media_s3_secret_access_key: str | None = None
+    media_s3_access_key_id: str | None = Field(
+        None,
+        description="S3 access key; unset: botocore's usual chain (environment, profile, role)",
+    )
+    media_s3_secret_access_key: str | None = Field(
+        None, description="S3 secret key; unset: botocore's usual chain"
+    )
     media_read_timeout: float = Field(
-        30.0, gt=0, description="an upload that sends nothing for this long is cut, seconds"
+        30.0, gt=0, description="an upload that sends nothing for this long is cut (408), seconds"
     )
     media_upload_timeout: float = Field(
-        600.0, gt=0, description="an upload that takes longer than this is cut, seconds"
+        600.0, gt=0, description="an upload that takes longer than this is cut (408), seconds"
     )
     media_cleanup_age: float = Field(
         24 * 3600.0, ge=1, description="uploads never attached are deleted after this, seconds"
     )
     media_max_pixels: int = Field(
-        40_000_000, ge=1, description="images above this are not decoded (decompression bombs)"
+        40_000_000,
+        ge=1,
+        description="images with more pixels (all frames) are not decoded, kept as plain files",
     )
-    media_image_workers: int = Field(2, ge=1, le=64, description="images processed at once")
+    media_image_workers: int = Field(
+        2, ge=1, le=64, description="images processed at once (threads)"
+    )
 
     # --- actors and cluster -------------------------------------------------------------------
-    chat_mailbox_size: int = Field(10_000, ge=16)
-    user_mailbox_size: int = Field(10_000, ge=16)
-    actor_idle_timeout: float = Field(120.0, gt=0, description="passivate an idle actor, seconds")
-    lease_ttl: float = Field(5.0, ge=0.5, le=120, description="ownership lease, seconds")
+    chat_mailbox_size: int = Field(
+        10_000, ge=16, description="commands a chat actor holds (a send past it: `rate_limited`)"
+    )
+    user_mailbox_size: int = Field(
+        10_000, ge=16, description="messages a user actor holds (past it the actor restarts)"
+    )
+    actor_idle_timeout: float = Field(
+        120.0, gt=0, description="an idle actor is stopped after this, seconds"
+    )
+    lease_ttl: float = Field(
+        5.0,
+        ge=0.5,
+        le=120,
+        description="chat ownership lease, seconds (a dead node's chats move after about this)",
+    )
     commit_timeout: float = Field(
         3.0, gt=0, le=60, description="one group-commit transaction at most, seconds"
     )
-    heartbeat_interval: float = Field(1.0, gt=0, description="node membership heartbeat, seconds")
-    redis_timeout: float = Field(2.0, gt=0, description="one Redis command, seconds")
+    heartbeat_interval: float = Field(
+        1.0, gt=0, description="node membership heartbeat, seconds (dead after 3 missed)"
+    )
+    redis_timeout: float = Field(2.0, gt=0, description="one Redis command at most, seconds")
 
     # --- Web Push -----------------------------------------------------------------------------
-    push_include_text: bool = Field(False, description="put the message text into pushes")
+    push_include_text: bool = Field(
+        False, description="put the message text into pushes (push services then carry it)"
+    )
     push_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         PUBLIC_PUSH_SERVICES,
         description="push-service hosts subscriptions may name (comma-separated; `*.` for any"
@@ -166,21 +258,30 @@ class Settings(BaseSettings):
         None, description="extra CA certificates trusted for push services (besides the system's)"
     )
     vapid_private_key: str | None = Field(
-        None, description="VAPID key: URL-safe base64 of the raw P-256 private key, or PEM"
+        None,
+        description="VAPID key: URL-safe base64 of the raw P-256 private key, or PEM; unset:"
+        " generated once and kept in the data dir",
     )
     vapid_subject: str = Field(
-        "mailto:admin@localhost", description="VAPID contact (`mailto:` or `https:`)"
+        "mailto:admin@localhost",
+        description="VAPID contact (`mailto:` or `https:`); set a real one",
     )
 
     # --- operations ---------------------------------------------------------------------------
-    db_pool_size: int = Field(16, ge=2, le=500)
+    db_pool_size: int = Field(16, ge=2, le=500, description="PostgreSQL connections per node")
     restart_budget: int = Field(
         10, ge=0, description="restarts of one part of the node per minute before it is given up"
     )
-    shutdown_timeout: float = Field(10.0, gt=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
-    embedded_start_timeout: float = Field(60.0, gt=0)
+    shutdown_timeout: float = Field(10.0, gt=0, description="a graceful stop at most, seconds")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="lowest level logged"
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="`auto`: text on a terminal, JSON lines otherwise"
+    )
+    embedded_start_timeout: float = Field(
+        60.0, gt=0, description="starting the embedded servers at most, seconds"
+    )
 
     # --- tracing: the standard OpenTelemetry variables (no MESSENGER_ prefix) -----------------
     otel_endpoint: str | None = Field(
@@ -188,10 +289,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
         ),
-        description="tracing is on when an OTLP endpoint is given",
+        description="OTLP/HTTP endpoint: tracing is on when one is given",
     )
-    otel_service_name: str = Field("messenger-node", validation_alias="OTEL_SERVICE_NAME")
-    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
+    otel_service_name: str = Field(
+        "messenger-node",
+        validation_alias="OTEL_SERVICE_NAME",
+        description="`service.name` of the node's spans",
+    )
+    otel_sdk_disabled: bool = Field(
+        False, validation_alias="OTEL_SDK_DISABLED", description="`true`: no tracing at all"
+    )
 
     @field_validator("database_url")
     @classmethod

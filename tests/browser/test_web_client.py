@@ -10,13 +10,17 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import expect
 
+from node.push.payload import push_payload
+from node.storage.push import PushedMessage
 from tests.browser.people import Person
 from tests.support import Api
 
@@ -377,26 +381,52 @@ async def test_the_service_worker_controls_the_site_and_shows_a_push(
     cdp.on("ServiceWorker.workerVersionUpdated", versions)
     await cdp.send("ServiceWorker.enable")
     registration_id = await asyncio.wait_for(active, 10)
-    payload = '{"chat_id":"42","chat_title":"Book club","sender_name":"bob","text":"see you"}'
-    await cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {"origin": base(node).rstrip("/"), "registrationId": registration_id, "data": payload},
+    # pushes exactly as the node encodes them: a group message with its text, a direct one whose
+    # text was cut to fit, and one without text (the node's default)
+    group = PushedMessage(
+        message_id=99,
+        chat_id=42,
+        chat_kind="group",
+        chat_title="Book club",
+        seq=12,
+        sender_id=3,
+        sender_username="bob",
+        text="see you",
     )
-    # the worker shows it asynchronously, and there is no event for that: look until it is
-    # there (at most 10 s)
+    direct = replace(
+        group, message_id=100, chat_id=43, chat_kind="direct", chat_title=None, text="x" * 5000
+    )
+    textless = replace(group, message_id=101, chat_id=44)
+    for message, include_text in ((group, True), (direct, True), (textless, False)):
+        payload = push_payload(message, include_text=include_text)
+        await cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": base(node).rstrip("/"),
+                "registrationId": registration_id,
+                "data": payload.decode(),
+            },
+        )
+    # the worker shows them asynchronously, and there is no event for that: look until all three
+    # are there (at most 10 s)
     shown_when_there = """async () => {
       const registration = await navigator.serviceWorker.ready;
       const until = Date.now() + 10000;
       for (;;) {
         const shown = await registration.getNotifications();
-        if (shown.length || Date.now() > until) {
+        if (shown.length >= 3 || Date.now() > until) {
           return shown.map((n) => [n.title, n.body, n.data.url]);
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }"""
-    assert await alice.page.evaluate(shown_when_there) == [
-        ["bob in Book club", "see you", "/#/chat/42"]
+    shown = sorted(await alice.page.evaluate(shown_when_there), key=lambda n: n[2])
+    cut = orjson.loads(push_payload(direct, include_text=True))
+    assert cut["text_truncated"] is True
+    assert shown == [
+        ["bob in Book club", "see you", "/#/chat/42"],
+        ["bob", cut["text"] + "…", "/#/chat/43"],
+        ["bob in Book club", "New message", "/#/chat/44"],
     ]
 
 

@@ -2,32 +2,30 @@
 // It does one thing: show a notification for a Web Push from the node, and bring the chat up
 // when the notification is clicked. It caches nothing (the page always comes from the node).
 //
-// The payload is JSON naming the chat and the sender; the text is there only when the node is
-// configured to include it. Field names accepted (the first present wins):
-//   chat:   chat_id;  chat title: chat_title | title (group chats)
-//   sender: sender_name | sender_username | sender;   text: text | body
+// The payload is exactly what the node sends (node/push/payload.py, docs/PROTOCOL.md "Web Push"):
+//   {"type": "message", "chat_id": "7", "chat_kind": "direct" | "group", "chat_title": null | "…",
+//    "message_id": "99", "seq": 12, "sender": {"id": "3", "username": "alice"},
+//    "text": "…", "text_truncated": true}
+// `text` only when the node is configured to include it; `text_truncated` only when it was cut.
+// A push that is not such a message still shows a notification (browsers require one per push).
 
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
 
-function pick(obj, ...names) {
-  for (const name of names) {
-    const value = obj[name];
-    if (typeof value === 'string' && value) return value;
-    if (value && typeof value === 'object' && typeof value.username === 'string') return value.username;
-  }
-  return '';
+const GENERIC = { title: 'New message', body: '', chatId: '' };
+
+function text(value) {
+  return typeof value === 'string' ? value : '';
 }
 
 function describe(data) {
-  const chatId = data.chat_id != null ? String(data.chat_id) : (data.chat && data.chat.id != null ? String(data.chat.id) : '');
-  const chatTitle = pick(data, 'chat_title', 'title') || (data.chat && pick(data.chat, 'title'));
-  const sender = pick(data, 'sender_name', 'sender_username', 'sender');
-  const text = pick(data, 'text', 'body');
-  const count = Number(data.count) > 1 ? Number(data.count) : 0;
+  if (!data || data.type !== 'message' || typeof data.chat_id !== 'string') return GENERIC;
+  const sender = text(data.sender && data.sender.username);
+  const chatTitle = data.chat_kind === 'group' ? text(data.chat_title) : '';
   const title = chatTitle ? (sender ? `${sender} in ${chatTitle}` : chatTitle) : sender || 'New message';
-  const body = text || (count ? `${count} new messages` : 'New message');
-  return { title, body, chatId };
+  const said = text(data.text);
+  const body = said ? (data.text_truncated === true ? `${said}…` : said) : 'New message';
+  return { title, body, chatId: data.chat_id };
 }
 
 self.addEventListener('push', (event) => {
