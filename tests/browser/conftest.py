@@ -33,15 +33,10 @@ CHROMIUM_ARGS = [
 ]
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 800}
-# The client probes for the optional media and push back ends; a 404 there is expected, and
-# Chromium logs it as a failed resource.
-_PROBES = ("/api/v1/media", "/api/v1/push/vapid-public-key")
 
 
 def _expected(problem: str) -> bool:
-    if "net::ERR_INTERNET_DISCONNECTED" in problem:
-        return True  # a test took the browser offline
-    return "status of 404" in problem and problem.endswith(_PROBES)
+    return "net::ERR_INTERNET_DISCONNECTED" in problem  # a test took the browser offline
 
 
 def _unavailable(reason: str) -> None:
