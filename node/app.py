@@ -76,10 +76,20 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url or "", size=settings.db_pool_size)
         stack.push_async_callback(_bounded, pool.close(), "pool.close")
         storage = Storage.over(pool)
+        stack.push_async_callback(storage.aclose)
 
-        redis = RedisBackend.connect(settings.redis_url or "", timeout=settings.redis_timeout)
+        redis = RedisBackend.connect(
+            settings.redis_url or "",
+            timeout=settings.redis_timeout,
+            pool_size=settings.redis_pool_size,
+        )
         stack.push_async_callback(redis.aclose)
         await redis.client.ping()
+        # the heartbeat's own connections: a busy pool must never make this node look dead
+        heartbeat_redis = RedisBackend.connect(
+            settings.redis_url or "", timeout=settings.redis_timeout, pool_size=2
+        )
+        stack.push_async_callback(heartbeat_redis.aclose)
         pubsub_redis = RedisBackend.connect(
             settings.redis_url or "", timeout=settings.redis_timeout, pubsub=True
         )
@@ -90,7 +100,9 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         # the node's loops stop after the drain below and before the clients and stores they
         # use close (the second close, at the end, is a no-op)
         stack.push_async_callback(supervisor.close)
-        runtime = assemble(settings, identity, storage, redis, pubsub_redis, vapid, blobs)
+        runtime = assemble(
+            settings, identity, storage, redis, pubsub_redis, vapid, blobs, heartbeat_redis
+        )
         await runtime.membership.beat()
         stack.push_async_callback(runtime.membership.leave)
         stack.push_async_callback(runtime.directory.release_all)

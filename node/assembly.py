@@ -107,6 +107,7 @@ def assemble(
     pubsub_redis: RedisBackend,
     vapid: VapidKey,
     blobs: BlobStores,
+    heartbeat_redis: RedisBackend | None = None,
 ) -> NodeRuntime:
     committer = CommitPipeline(storage.messages, timeout=settings.commit_timeout)
     cursors = CursorWriter(storage.cursors, interval=settings.ack_flush_interval)
@@ -176,7 +177,7 @@ def assemble(
         on_resubscribed=recovery.recover,
     )
     membership = Membership(
-        redis,
+        heartbeat_redis or redis,
         identity,
         view,
         interval=settings.heartbeat_interval,

@@ -241,6 +241,14 @@ class Settings(BaseSettings):
         1.0, gt=0, description="node membership heartbeat, seconds (dead after 3 missed)"
     )
     redis_timeout: float = Field(2.0, gt=0, description="one Redis command at most, seconds")
+    redis_pool_size: int = Field(
+        256,
+        ge=4,
+        le=10_000,
+        description="Redis connections per node, opened as needed, beside the heartbeat's own"
+        " and the Pub/Sub subscriber's; a command waits up to redis_timeout for a free one (a"
+        " Redis Cluster client cannot wait: it gets 4x this per cluster node)",
+    )
 
     # --- Web Push -----------------------------------------------------------------------------
     push_include_text: bool = Field(
@@ -269,6 +277,13 @@ class Settings(BaseSettings):
 
     # --- operations ---------------------------------------------------------------------------
     db_pool_size: int = Field(16, ge=2, le=500, description="PostgreSQL connections per node")
+    listen_backlog: int = Field(
+        4096,
+        ge=16,
+        le=65_535,
+        description="pending TCP connections the listening socket queues (the kernel caps it at"
+        " net.core.somaxconn): a reconnect storm overflowing it costs clients 1-31 s retries",
+    )
     restart_budget: int = Field(
         10, ge=0, description="restarts of one part of the node per minute before it is given up"
     )

@@ -38,6 +38,16 @@ BACKLOG_SIZE = Histogram(
 MAILBOX_APPENDS = Counter(
     "messenger_dormant_mailbox_appends_total", "Batches appended to dormant users' Redis mailboxes"
 )
+BATCHED_READS = Counter(
+    "messenger_batched_reads_total",
+    "Connecting devices' reads (user check, epoch, positions, backlog) served by batched queries",
+    ["read"],
+)
+BATCHED_READ_QUERIES = Counter(
+    "messenger_batched_read_queries_total",
+    "PostgreSQL statements that served them (one per batch; a failed batch split is retried)",
+    ["read"],
+)
 REDIS_ERRORS = Counter("messenger_redis_errors_total", "Redis operations that failed", ["op"])
 POSTGRES_ERRORS = Counter(
     "messenger_postgres_errors_total", "PostgreSQL operations that failed", ["op"]

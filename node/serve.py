@@ -167,7 +167,7 @@ async def _serve(settings: Settings, listeners: list[socket.socket]) -> int:
         try:
             await runner.setup()
             for sock in listeners:
-                await web.SockSite(runner, sock).start()
+                await web.SockSite(runner, sock, backlog=settings.listen_backlog).start()
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise

@@ -98,14 +98,26 @@ class RedisBackend:
     _roles: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def connect(cls, url: str, *, timeout: float, pubsub: bool = False) -> RedisBackend:
-        """A backend for `url`. A `pubsub` client has no read timeout (it waits for messages),
-        a health check instead, and no retry of its own: a broken subscription must surface
-        (whatever was published meanwhile is gone, and the node has to resynchronise)."""
+    def connect(
+        cls, url: str, *, timeout: float, pool_size: int = 256, pubsub: bool = False
+    ) -> RedisBackend:
+        """A backend for `url` with at most `pool_size` connections (per node of a Redis
+        Cluster). On one Redis a command waits up to `timeout` for a free connection, then
+        fails with `ConnectionError("No connection available.")` (see `pool_starved`); the
+        cluster client does not queue and fails at once. A `pubsub` client has no read timeout
+        (it waits for messages), a health check instead, and no retry of its own: a broken
+        subscription must surface (whatever was published meanwhile is gone, and the node has
+        to resynchronise)."""
         target = parse_redis_url(url)
         if target.cluster:
-            return cls(_cluster_client(target, timeout=timeout, pubsub=pubsub), sharded=True)
-        return cls(_single_client(url, timeout=timeout, pubsub=pubsub), sharded=False)
+            return cls(
+                _cluster_client(target, timeout=timeout, pool_size=pool_size, pubsub=pubsub),
+                sharded=True,
+            )
+        return cls(
+            _single_client(url, timeout=timeout, pool_size=pool_size, pubsub=pubsub),
+            sharded=False,
+        )
 
     async def publish(self, channel: str, data: bytes) -> int:
         """Publish to a node's inbox; how many subscribers got it (on a Redis Cluster: those
@@ -143,10 +155,17 @@ class RedisBackend:
         await self.client.aclose()
 
 
-def _single_client(url: str, *, timeout: float, pubsub: bool) -> aioredis.Redis:
+def pool_starved(exc: BaseException) -> bool:
+    """True when a command failed because this process had no free connection to run it on
+    (the pool was exhausted for the whole wait): a local shortage, not an answer from Redis and
+    not a sign that Redis is down or lost its data."""
+    return isinstance(exc, RedisConnectionError) and "No connection available" in str(exc)
+
+
+def _single_client(url: str, *, timeout: float, pool_size: int, pubsub: bool) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=4 if pubsub else 64,
+        max_connections=min(4, pool_size) if pubsub else pool_size,
         timeout=timeout,
         socket_timeout=None if pubsub else timeout,
         socket_connect_timeout=timeout,
@@ -214,7 +233,9 @@ def _raised_by_the_transport(exc: BaseException) -> bool:
     return any(part in where for part in ("redis/asyncio/connection", "asyncio/", "uvloop"))
 
 
-def _cluster_client(target: RedisTarget, *, timeout: float, pubsub: bool) -> RedisCluster:
+def _cluster_client(
+    target: RedisTarget, *, timeout: float, pool_size: int, pubsub: bool
+) -> RedisCluster:
     return _RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         # the URL's nodes stay the seeds: a cluster restarted from empty (new node ids, a
@@ -225,8 +246,9 @@ def _cluster_client(target: RedisTarget, *, timeout: float, pubsub: bool) -> Red
         ssl=target.tls,
         # a slot without a master (mid-failover) fails only the commands that need it
         require_full_coverage=False,
-        # per node; the cluster client does not queue for a connection, it fails
-        max_connections=8 if pubsub else 1024,
+        # per node; the cluster client does not wait for a free connection, it fails at once:
+        # it gets four times the headroom of the single client's (which queues)
+        max_connections=min(8, pool_size) if pubsub else pool_size * 4,
         socket_timeout=None if pubsub else timeout,
         socket_connect_timeout=timeout,
         health_check_interval=2 if pubsub else 0,

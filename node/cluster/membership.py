@@ -12,6 +12,11 @@ from PostgreSQL) when a beat finds that
   alive again (before that, a node with the old view could drop the new entries again);
 - a replica of the Redis Cluster was promoted: the failed master may have lost writes it had
   acknowledged (presence entries, leases, mailbox appends, publishes).
+
+Only an answer from Redis leads there. A beat that fails because this process had no free
+connection (`pool_starved`) concludes nothing about Redis and is retried a quarter interval
+later; the node gives membership a backend of its own (`heartbeat_redis` in `assemble`), so a
+connect storm that exhausts the main pool does not delay the beat until the entry lapses.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 from node import metrics
 from node.cluster import keys
-from node.cluster.connection import REDIS_DOWN, RedisBackend
+from node.cluster.connection import REDIS_DOWN, RedisBackend, pool_starved
 from node.cluster.identity import NodeIdentity
 from node.cluster.liveness import DEAD_RETENTION_MS, ClusterView
 
@@ -104,6 +109,13 @@ class Membership:
                 await self._after_beat(state, first)
                 first = False
             except REDIS_DOWN as exc:
+                if pool_starved(exc):
+                    # no free connection in this process: Redis said nothing, so nothing is
+                    # concluded about it; beat again soon, before the entry can lapse
+                    metrics.REDIS_ERRORS.labels(op="heartbeat_starved").inc()
+                    log.warning("membership.beat_starved", extra={"error": str(exc)})
+                    await asyncio.sleep(self._interval / 4)
+                    continue
                 metrics.REDIS_ERRORS.labels(op="heartbeat").inc()
                 if self.healthy:
                     log.warning("membership.redis_down", extra={"error": str(exc)})

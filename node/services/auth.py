@@ -110,7 +110,7 @@ class AuthService:
         token outliving its user must be a 401, not a failure deeper down (a foreign key)."""
         user_id = self._access.verify(access_token)
         try:
-            exists = await self._storage.users.exists(user_id)
+            exists = await self._storage.reads.user_exists(user_id)  # batched
         except CONNECTION_ERRORS:
             raise errors.Unavailable("the database cannot be reached, try again") from None
         if not exists:

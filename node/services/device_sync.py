@@ -22,18 +22,20 @@ log = logging.getLogger(__name__)
 class DeviceSync:
     def __init__(self, storage: Storage, mailboxes: Mailboxes, cursors: CursorWriter) -> None:
         self._messages = storage.messages
-        self._devices = storage.cursors
+        self._reads = storage.reads  # batched across connecting devices
         self._mailboxes = mailboxes
         self._cursors = cursors
 
     async def connected(self, user_id: int, device_id: str) -> int:
-        """Record that the device connected; its new epoch (older connections are superseded)."""
-        return await self._devices.touch_device(user_id, device_id)
+        """Record that the device connected; its new epoch (older connections are superseded).
+        Batched with the other devices connecting meanwhile (`BatchedReads`)."""
+        return await self._reads.touch_device(user_id, device_id)
 
     async def positions(self, user_id: int, device_id: str) -> list[ChatPosition]:
         """Where the device stands in each of the user's chats, counting acks not yet written
-        (a device that reconnects before the flush must still never get them again)."""
-        positions = await self._messages.positions(user_id, device_id)
+        (a device that reconnects before the flush must still never get them again). Batched
+        with the other devices asking meanwhile."""
+        positions = await self._reads.positions(user_id, device_id)
         unsaved = self._cursors.unsaved(user_id, device_id)
         if not unsaved:
             return positions
@@ -53,8 +55,9 @@ class DeviceSync:
         return await self._messages.between(chat_id, after_seq, upto_seq, member=user_id)
 
     async def ranges(self, user_id: int, wanted: Sequence[tuple[int, int, int]]) -> list[Message]:
-        """As `between`, for several chats at once (the backlog on connect)."""
-        return await self._messages.ranges(wanted, member=user_id)
+        """As `between`, for several chats at once (the backlog on connect, a resync), batched
+        with the other devices asking meanwhile: one query for all of them."""
+        return await self._reads.ranges(wanted, member=user_id)
 
     async def mailbox(self, user_id: int) -> MailboxContents | None:
         """The dormant user's mailbox, or None when Redis cannot be read (the record is

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from node.storage.batched_reads import BatchedReads
 from node.storage.chats import ChatStore, UnknownUser
 from node.storage.cursors import CursorStore
 from node.storage.errors import (
@@ -24,6 +25,7 @@ from node.storage.users import UsernameTaken, UserStore
 __all__ = [
     "CONNECTION_ERRORS",
     "DATABASE_ERRORS",
+    "BatchedReads",
     "ChatBatch",
     "ChatMissing",
     "ChatStore",
@@ -52,6 +54,7 @@ class Storage:
     chats: ChatStore
     messages: MessageStore
     cursors: CursorStore
+    reads: BatchedReads  # a connecting device's reads, batched across devices
 
     @classmethod
     def over(cls, pool: asyncpg.Pool) -> Storage:
@@ -62,7 +65,12 @@ class Storage:
             chats=ChatStore(pool),
             messages=MessageStore(pool),
             cursors=CursorStore(pool),
+            reads=BatchedReads(pool),
         )
+
+    async def aclose(self) -> None:
+        """Stop the batched reads (before the pool closes)."""
+        await self.reads.aclose()
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")

@@ -332,13 +332,30 @@ class DeviceSession:
         log.debug("session.synced", extra={"user_id": self.user_id, "delivered": self.delivered})
 
     async def _resync(self) -> None:
+        """Every chat compared with PostgreSQL; what this connection missed is filled as `_fill`
+        would, chat by chat, but read in one batched query for all chats (after a lost Redis
+        every device resyncs at once)."""
         positions = await self._deps.sync.positions(self.user_id, self.device_id)
+        wanted: list[tuple[int, int, int]] = []
         for position in positions:
-            sent = self.sent.get(position.chat_id)
+            chat_id = position.chat_id
+            sent = self.sent.get(chat_id)
             if sent is None:
                 sent = self._start(position)
-            if position.last_seq > sent:
-                await self._fill(position.chat_id, sent, position.last_seq)
+            if position.last_seq <= sent:
+                continue
+            after = max(sent, position.joined_seq)
+            low = max(after, position.last_seq - self._deps.backlog_limit)
+            if low > after:
+                await self._send(frames.gap_frame(chat_id, after, low + 1))
+            self.sent[chat_id] = max(sent, low)
+            wanted.append((chat_id, low, position.last_seq))
+        for message in await self._deps.sync.ranges(self.user_id, wanted):
+            if message.seq > self.sent[message.chat_id]:
+                await self._send(frames.message_frame(message))
+                self.sent[message.chat_id] = message.seq
+                self.delivered += 1
+                _FILLED.inc()
 
     async def _trim_mailbox(self) -> None:
         await self._deps.sync.trim_mailbox(self.user_id, self._mailbox_count)
