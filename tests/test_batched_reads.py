@@ -121,3 +121,22 @@ async def test_storm_of_requests_is_served_in_few_statements(
     assert len(got) == 500 and all(p == [] for p in got)
     assert reads.batchers[2].calls == 25  # 500 requests / max_batch 20
     await reads.aclose()
+
+
+async def test_positions_count_acks_not_yet_flushed(storage: Storage) -> None:
+    from node.storage.cursor_writer import CursorWriter
+
+    a, b = await users(storage, 2)
+    chat1, e1 = await group(storage, a, b)
+    chat2, e2 = await group(storage, a, b)
+    await post(storage, chat1, e1, a, *(f"x{i}" for i in range(5)))
+    await post(storage, chat2, e2, a, *(f"y{i}" for i in range(5)))
+    writer = CursorWriter(storage.cursors, interval=0.05)
+    assert writer.unsaved(b, "d", [chat1, chat2]) == {}
+    writer.mark(b, "d", chat1, 3)
+    writer.mark(b, "other", chat2, 4)  # another device's ack: not this one's
+    writer.mark(a, "d", chat2, 5)  # another user's
+    assert writer.unsaved(b, "d", [chat1, chat2]) == {chat1: 3}
+    await writer.flush()
+    assert writer.unsaved(b, "d", [chat1, chat2]) == {}
+    assert await storage.cursors.touch_device(b, "d") == 1

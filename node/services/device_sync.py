@@ -36,7 +36,7 @@ class DeviceSync:
         (a device that reconnects before the flush must still never get them again). Batched
         with the other devices asking meanwhile."""
         positions = await self._reads.positions(user_id, device_id)
-        unsaved = self._cursors.unsaved(user_id, device_id)
+        unsaved = self._cursors.unsaved(user_id, device_id, (p.chat_id for p in positions))
         if not unsaved:
             return positions
         return [

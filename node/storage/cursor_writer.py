@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from node import metrics
 from node.storage import CursorStore
@@ -37,14 +38,18 @@ class CursorWriter:
     def pending(self) -> int:
         return len(self._dirty)
 
-    def unsaved(self, user_id: int, device_id: str) -> dict[int, int]:
-        """Acks of this device not yet in PostgreSQL (chat -> seq): a device that reconnects
-        before the flush must still never get them again."""
+    def unsaved(self, user_id: int, device_id: str, chats: Iterable[int]) -> dict[int, int]:
+        """Acks of this device in `chats` not yet in PostgreSQL (chat -> seq): a device that
+        reconnects before the flush must still never get them again. O(len(chats)), however
+        many acks are pending (a reconnect storm asks once per device)."""
         out: dict[int, int] = {}
-        for source in (self._in_flight, self._dirty):
-            for (uid, did, chat), seq in source.items():
-                if uid == user_id and did == device_id and seq > out.get(chat, -1):
-                    out[chat] = seq
+        if not self._dirty and not self._in_flight:
+            return out
+        for chat in chats:
+            key = (user_id, device_id, chat)
+            seq = max(self._in_flight.get(key, -1), self._dirty.get(key, -1))
+            if seq >= 0:
+                out[chat] = seq
         return out
 
     async def flush(self) -> None:
