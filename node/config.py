@@ -246,7 +246,7 @@ class Settings(BaseSettings):
         ge=4,
         le=10_000,
         description="Redis connections per node, opened as needed, beside the heartbeat's own"
-        " and the Pub/Sub subscriber's; a command waits up to redis_timeout for a free one (a"
+        " and the Pub/Sub subscriber's; a command waits up to 4x redis_timeout for a free one (a"
         " Redis Cluster client cannot wait: it gets 4x this per cluster node)",
     )
 

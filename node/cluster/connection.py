@@ -35,6 +35,9 @@ RedisClient = aioredis.Redis | RedisCluster
 # client's own (a slot with no master mid-failover is not a RedisError).
 REDIS_DOWN: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
+# How many command timeouts a command may wait for a free connection of its pool.
+POOL_WAIT_FACTOR = 4
+
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
@@ -102,8 +105,9 @@ class RedisBackend:
         cls, url: str, *, timeout: float, pool_size: int = 256, pubsub: bool = False
     ) -> RedisBackend:
         """A backend for `url` with at most `pool_size` connections (per node of a Redis
-        Cluster). On one Redis a command waits up to `timeout` for a free connection, then
-        fails with `ConnectionError("No connection available.")` (see `pool_starved`); the
+        Cluster). On one Redis a command waits up to `POOL_WAIT_FACTOR * timeout` for a free
+        connection, then fails with `ConnectionError("No connection available.")` (see
+        `pool_starved`); the
         cluster client does not queue and fails at once. A `pubsub` client has no read timeout
         (it waits for messages), a health check instead, and no retry of its own: a broken
         subscription must surface (whatever was published meanwhile is gone, and the node has
@@ -166,7 +170,9 @@ def _single_client(url: str, *, timeout: float, pool_size: int, pubsub: bool) ->
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=min(4, pool_size) if pubsub else pool_size,
-        timeout=timeout,
+        # waiting for a free connection is queueing in this process, not Redis being slow: it
+        # may take longer than a command (every holder is bounded by socket_timeout anyway)
+        timeout=timeout * POOL_WAIT_FACTOR,
         socket_timeout=None if pubsub else timeout,
         socket_connect_timeout=timeout,
         health_check_interval=10 if pubsub else 0,
