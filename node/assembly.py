@@ -182,6 +182,10 @@ def assemble(
         view,
         interval=settings.heartbeat_interval,
         on_lost_memory=recovery.recover,
+        # beats from a thread of their own: a busy event loop must not make the node look dead
+        beat_backend=lambda: RedisBackend.connect(
+            settings.redis_url or "", timeout=settings.redis_timeout, pool_size=2
+        ),
     )
     sync = DeviceSync(storage, Mailboxes(redis.client), cursors)
     session_deps = SessionDeps(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,3 +91,69 @@ def test_pool_starved_is_only_the_pools_own_error() -> None:
     assert pool_starved(RedisConnectionError("No connection available."))
     assert not pool_starved(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."))
     assert not pool_starved(TimeoutError())
+
+
+def threaded_membership(
+    redis_url: str, name: str, *, max_stall: float, lost: list[bool]
+) -> tuple[Membership, RedisBackend]:
+    async def on_lost_memory() -> None:
+        lost.append(True)
+
+    backend = RedisBackend.connect(redis_url, timeout=0.5, pool_size=2)
+    membership = Membership(
+        backend,
+        NodeIdentity.new(name),
+        ClusterView(),
+        interval=0.1,  # TTL 0.3 s
+        on_lost_memory=on_lost_memory,
+        beat_backend=lambda: RedisBackend.connect(redis_url, timeout=0.5, pool_size=2),
+        max_stall=max_stall,
+    )
+    return membership, backend
+
+
+async def wait_for_log(caplog: pytest.LogCaptureFixture, event: str) -> None:
+    async with asyncio.timeout(5):
+        while event not in caplog.text:  # noqa: ASYNC110 - waiting for another thread's log
+            await asyncio.sleep(0.02)
+
+
+async def test_a_busy_event_loop_does_not_make_the_node_look_dead(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="node.cluster.membership")
+    lost: list[bool] = []
+    membership, backend = threaded_membership(redis_url, "busy", max_stall=5.0, lost=lost)
+    running = asyncio.create_task(membership.run())
+    try:
+        await wait_for_log(caplog, "membership.redis_ok")
+        time.sleep(1.0)  # noqa: ASYNC251 - the event loop does not turn for three TTLs (a connect storm)
+        await asyncio.sleep(0.3)
+        assert await membership.beat() == 1  # never lapsed: the thread kept beating
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await backend.aclose()
+    assert not lost
+    assert not [r for r in caplog.records if r.getMessage() in LOST], caplog.text
+
+
+async def test_a_hung_event_loop_stops_the_beats(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="node.cluster.membership")
+    lost: list[bool] = []
+    membership, backend = threaded_membership(redis_url, "hung", max_stall=0.3, lost=lost)
+    running = asyncio.create_task(membership.run())
+    try:
+        await wait_for_log(caplog, "membership.redis_ok")
+        time.sleep(1.5)  # noqa: ASYNC251 - hung past max_stall: the thread stops beating, the entry lapses
+        await wait_for_log(caplog, "membership.lapsed")  # seen at the next beat, then recovered
+        async with asyncio.timeout(5):
+            while not lost:  # noqa: ASYNC110 - the recovery runs 1.5 intervals later
+                await asyncio.sleep(0.02)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await backend.aclose()
+    assert "membership.loop_stalled" in caplog.text
