@@ -15,6 +15,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from node.app import RUNTIME
+from node.cluster import keys
 from node.cluster.connection import RedisBackend, pool_starved
 from node.cluster.identity import NodeIdentity
 from node.cluster.liveness import ClusterView
@@ -157,3 +158,40 @@ async def test_a_hung_event_loop_stops_the_beats(
         await asyncio.gather(running, return_exceptions=True)
         await backend.aclose()
     assert "membership.loop_stalled" in caplog.text
+
+
+async def test_a_long_recovery_does_not_stop_the_beats(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="node.cluster.membership")
+    recovering = asyncio.Event()
+    backend = RedisBackend.connect(redis_url, timeout=0.5, pool_size=2)
+
+    async def on_lost_memory() -> None:  # re-registering a whole node takes a while
+        recovering.set()
+        await asyncio.sleep(1.5)
+
+    identity = NodeIdentity.new("recovering")
+    membership = Membership(
+        backend,
+        identity,
+        ClusterView(),
+        interval=0.1,
+        on_lost_memory=on_lost_memory,
+        beat_backend=lambda: RedisBackend.connect(redis_url, timeout=0.5, pool_size=2),
+        max_stall=0.5,
+    )
+    running = asyncio.create_task(membership.run())
+    try:
+        await wait_for_log(caplog, "membership.redis_ok")
+        await backend.client.zrem(keys.MEMBERS, identity.incarnation)  # Redis "forgot" us
+        async with asyncio.timeout(5):
+            await recovering.wait()
+        await asyncio.sleep(1.6)  # the recovery runs three times max_stall
+        assert await membership.beat() == 1  # the thread kept beating meanwhile
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await backend.aclose()
+    assert "membership.loop_stalled" not in caplog.text
+    assert "membership.lapsed" not in caplog.text

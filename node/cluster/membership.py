@@ -170,11 +170,18 @@ class Membership:
             name="heartbeat",
             daemon=True,
         )
+        ticking: asyncio.TimerHandle | None = None
+
+        def tick() -> None:  # the loop turned: a timer of its own, whatever run() awaits
+            nonlocal ticking
+            self._tick = time.monotonic()
+            ticking = loop.call_later(self._interval, tick)
+
+        tick()
         thread.start()
         first = True
         try:
             while True:
-                self._tick = time.monotonic()
                 try:
                     item = await asyncio.wait_for(results.get(), self._interval)
                 except TimeoutError:
@@ -189,6 +196,8 @@ class Membership:
                 await self._beat_done(state, promoted, first)
                 first = False
         finally:
+            if ticking is not None:
+                ticking.cancel()
             stop.set()
             await asyncio.shield(asyncio.to_thread(thread.join, self._interval + 30))
 
