@@ -4,8 +4,8 @@ User actors report their transitions (`changed`, never blocking); every `interva
 announcer sends what changed since the last tick:
 
 - the last state wins within a tick: a user who came online and went offline again (or the
-  reverse) in one interval is announced once, with its latest state, or not at all when that is
-  what was announced before;
+  reverse) in one interval is announced once, with its latest state. Never dropped as "no
+  change": a watcher connecting in between may have learnt the first state from its snapshot;
 - watchers are the users sharing a chat of at most `group_limit` members with a changed user
   (one SQL query per tick for all changed users); members of bigger chats are not told each
   other's presence (a client asks with `presence_query`);
@@ -68,16 +68,14 @@ class PresenceAnnouncer:
         self._interval = interval
         self._limit = group_limit
         self._max_snapshots = max_snapshots
-        # user -> (state announced before this tick, latest state)
-        self._pending: dict[int, tuple[bool, bool]] = {}
+        self._pending: dict[int, bool] = {}  # user -> latest state, this tick
         self._snapshots: deque[_Snapshot] = deque()
         self._snapshot_wakeup = asyncio.Event()
         self.ticks = 0  # ticks that sent something (for tests and metrics)
 
     def changed(self, user_id: int, online: bool) -> None:
         """The user came online or went offline (a transition): told at the next tick."""
-        before, _ = self._pending.get(user_id, (not online, online))
-        self._pending[user_id] = (before, online)
+        self._pending[user_id] = online
 
     async def online_contacts(self, user_id: int) -> list[int]:
         """The users online now who share a chat of at most `group_limit` members with
@@ -101,8 +99,7 @@ class PresenceAnnouncer:
 
     async def flush(self) -> None:
         """Tell what changed since the last flush."""
-        pending, self._pending = self._pending, {}
-        changes = {uid: now for uid, (before, now) in pending.items() if now != before}
+        changes, self._pending = self._pending, {}
         if not changes:
             return
         try:
