@@ -441,6 +441,18 @@ async def test_contacts(storage: Storage) -> None:
     assert await storage.chats.contacts(await user(storage)) == []
 
 
+async def test_presence_watchers_share_a_chat_up_to_the_limit(storage: Storage) -> None:
+    a, b, c, d, e = await users(storage, 5)
+    await storage.chats.create_direct(a, b)
+    await storage.chats.create_group(a, "small", [c])  # 2 members
+    await storage.chats.create_group(c, "big", [a, d, e])  # 4 members
+    pairs = await storage.chats.presence_watchers([a, c, e], 3)
+    assert sorted(pairs) == sorted([(a, b), (a, c), (c, a)])  # not through "big"
+    assert sorted(await storage.chats.presence_watchers([e], 4)) == sorted([(e, a), (e, c), (e, d)])
+    assert await storage.chats.presence_watchers([], 3) == []
+    assert sorted(await storage.chats.sharing_a_chat(a, [b, d, e, a, 10**12])) == sorted([b, d, e])
+
+
 async def test_create_direct_is_idempotent(storage: Storage) -> None:
     a, b = await users(storage, 2)
     chat, created = await storage.chats.create_direct(a, b)
