@@ -241,9 +241,11 @@ export class Store extends EventTarget {
   }
 
   /**
-   * A new connection: the node follows `ready` with the contacts that are online, so everyone
-   * known now is offline unless such a frame says otherwise. People met later stay unknown until
-   * a presence frame names them (the node reports changes, and has no way to ask).
+   * A new connection: the node follows `ready` with one frame listing the contacts that are
+   * online, so everyone known now is offline unless such a frame says otherwise. People met
+   * later stay unknown until a presence frame names them. Members of groups above the node's
+   * presence limit get no pushed presence; this client does not ask for it (`presence_query`)
+   * yet, so a big group's "n online" counts only members who are also contacts.
    */
   resetPresence() {
     this.presence.clear();
