@@ -43,6 +43,9 @@ from node.storage import ChatStore
 log = logging.getLogger(__name__)
 
 _Snapshot = tuple[int, "asyncio.Future[list[int]]"]
+# a snapshot late under a connect storm (the store's pool busy) beats none: a contact already
+# online would otherwise stay unknown to the new connection until it changes again
+_SNAPSHOT_TIMEOUT = 15.0
 
 
 class PresenceAnnouncer:
@@ -83,7 +86,7 @@ class PresenceAnnouncer:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._snapshots.append((user_id, future))
         self._snapshot_wakeup.set()
-        async with asyncio.timeout(5.0):
+        async with asyncio.timeout(_SNAPSHOT_TIMEOUT):
             return await asyncio.shield(future)
 
     async def run(self) -> None:

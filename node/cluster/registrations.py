@@ -10,7 +10,9 @@ connections never exhausted by presence).
 Guarantees: each request gets its own answer, in the order it was queued per user; a failed
 call fails every request it carried with `ClusterUnreachable` (presence is best effort: the
 caller logs it and goes on); a request waits at most `timeout` seconds, also when the loop is
-not running (a node stopping).
+not running (a node stopping). The bound is generous on purpose: the fan-out routes by these
+entries (a user not registered here gets its messages boxed, not published to this node), so
+under a storm a late registration is much better than a failed one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _Request = tuple[int, int, "asyncio.Future[tuple[int, int]]"]
 
 
 class PresenceRegistrations:
-    def __init__(self, presence: Presence, *, max_batch: int = 2000, timeout: float = 5.0) -> None:
+    def __init__(self, presence: Presence, *, max_batch: int = 2000, timeout: float = 15.0) -> None:
         self._presence = presence
         self._max_batch = max_batch
         self._timeout = timeout
