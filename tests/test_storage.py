@@ -431,16 +431,6 @@ async def test_concurrent_direct_chat_creation_makes_one_chat(
     assert sum(created for _, created in results) == 1
 
 
-async def test_contacts(storage: Storage) -> None:
-    a, b, c, d = await users(storage, 4)
-    await storage.chats.create_direct(a, b)
-    await storage.chats.create_group(a, "g1", [b, c])
-    await storage.chats.create_group(c, "g2", [d])
-    assert sorted(await storage.chats.contacts(a)) == sorted([b, c])
-    assert sorted(await storage.chats.contacts(c)) == sorted([a, b, d])
-    assert await storage.chats.contacts(await user(storage)) == []
-
-
 async def test_presence_watchers_share_a_chat_up_to_the_limit(storage: Storage) -> None:
     a, b, c, d, e = await users(storage, 5)
     await storage.chats.create_direct(a, b)

@@ -198,16 +198,6 @@ class ChatStore:
         joined = {r["user_id"]: r["joined_seq"] for r in rows if r["user_id"] is not None}
         return rows[0]["members_version"], joined
 
-    async def contacts(self, user_id: int) -> list[int]:
-        """Users who share at least one chat with `user_id` (themselves excluded)."""
-        rows = await self._pool.fetch(
-            "SELECT DISTINCT other.user_id FROM chat_members mine"
-            " JOIN chat_members other ON other.chat_id = mine.chat_id"
-            " WHERE mine.user_id = $1 AND other.user_id <> $1",
-            user_id,
-        )
-        return [r["user_id"] for r in rows]
-
     async def presence_watchers(
         self, user_ids: Sequence[int], max_members: int
     ) -> list[tuple[int, int]]:
