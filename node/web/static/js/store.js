@@ -244,8 +244,8 @@ export class Store extends EventTarget {
    * A new connection: the node follows `ready` with one frame listing the contacts that are
    * online, so everyone known now is offline unless such a frame says otherwise. People met
    * later stay unknown until a presence frame names them. Members of groups above the node's
-   * presence limit get no pushed presence; this client does not ask for it (`presence_query`)
-   * yet, so a big group's "n online" counts only members who are also contacts.
+   * presence limit get no pushed presence: the app asks for a group's (`presence_query`) when
+   * the group is opened, so a big group's "n online" is as of that moment.
    */
   resetPresence() {
     this.presence.clear();
