@@ -5,8 +5,8 @@ from __future__ import annotations
 from node import tracing
 from node.actors.commands import ChatSignalCommand
 from node.actors.local_users import LocalUsers
-from node.actors.ports import BatchMeta
-from node.actors.user import DeliverFrame, DeliverMessages, DeviceTakenOver
+from node.actors.ports import BatchMeta, LiveBatch
+from node.actors.user import DeliverFrame, DeviceTakenOver
 from node.cluster import envelopes
 from node.cluster.forwarding import Forwarder
 from node.cluster.identity import NodeIdentity
@@ -34,9 +34,7 @@ class Dispatcher:
                 "node.deliver", parent=envelope.trace, chat_id=envelope.chat_id, node=self._node
             ):
                 meta = BatchMeta(envelope.committed_at, tracing.carrier())
-            self._users.tell_all(
-                envelope.user_ids, DeliverMessages(envelope.chat_id, entries, meta)
-            )
+            self._users.deliver(envelope.user_ids, LiveBatch.of(envelope.chat_id, entries, meta))
         elif isinstance(envelope, envelopes.UserFrame):
             frame = envelope.frame.encode()
             for uid in envelope.user_ids:
