@@ -79,6 +79,8 @@ class UserActor(Actor[UserMessage]):
         "user_id",
     )  # one per user with a device here: kept small
 
+    task_when_idle = False  # most users are idle most of the time: no task meanwhile
+
     def __init__(
         self,
         user_id: int,
