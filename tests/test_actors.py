@@ -472,8 +472,8 @@ class DormantIdle(Idle):
 async def no_task(ref: ActorRef[Any]) -> None:
     """Wait (bounded) until the actor's task has ended with its mailbox empty."""
     async with asyncio.timeout(WAIT):
-        while ref.task is not None:
-            await asyncio.sleep(0)
+        while (task := ref.task) is not None:
+            await task
 
 
 async def test_an_idle_dormant_actor_holds_no_task_and_wakes_in_order(
