@@ -483,7 +483,7 @@ async def test_an_idle_dormant_actor_holds_no_task_and_wakes_in_order(
     ref = registry.spawn("d", actor)
     await no_task(ref)
     assert ref.alive and registry.get("d") is ref
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "actor:d"]
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "test:d"]
     for n in range(5):
         ref.tell(n)
     assert ref.task is not None  # a message woke it

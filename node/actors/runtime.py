@@ -292,7 +292,7 @@ class ActorRegistry:
 
     def _activate(self, cell: _Cell) -> None:
         cell.ref.task = asyncio.get_running_loop().create_task(
-            self._run(cell), name=f"actor:{cell.ref.key}"
+            self._run(cell), name=f"{self._name}:{cell.ref.key}"
         )
 
     async def close(self, timeout: float) -> None:
