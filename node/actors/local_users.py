@@ -60,6 +60,26 @@ class LocalUsers:
             return []
         return list(held) if isinstance(held, list) else [held]
 
+    def offer_frame(
+        self,
+        user_ids: Iterable[int],
+        frame: bytes,
+        *,
+        skip_user: int | None = None,
+        skip_device: str | None = None,
+    ) -> None:
+        """An ephemeral frame to every device of these users attached here (but `skip_device`
+        of `skip_user`); never blocks."""
+        devices = self._devices
+        for user_id in user_ids:
+            held = devices.get(user_id)
+            if held is None:
+                continue
+            skip = skip_device if user_id == skip_user else None
+            for outlet in held if isinstance(held, list) else (held,):
+                if skip is None or outlet.device_id != skip:
+                    outlet.offer_frame(frame)
+
     def deliver(self, user_ids: Iterable[int], batch: LiveBatch) -> int:
         """A live batch to every device of these users attached here; never blocks. Returns the
         frames written at once (metrics are counted here, once per batch)."""

@@ -6,7 +6,7 @@ from node import tracing
 from node.actors.commands import ChatSignalCommand
 from node.actors.local_users import LocalUsers
 from node.actors.ports import BatchMeta, LiveBatch
-from node.actors.user import DeliverFrame, DeviceTakenOver
+from node.actors.user import DeviceTakenOver
 from node.cluster import envelopes
 from node.cluster.forwarding import Forwarder
 from node.cluster.identity import NodeIdentity
@@ -36,10 +36,12 @@ class Dispatcher:
                 meta = BatchMeta(envelope.committed_at, tracing.carrier())
             self._users.deliver(envelope.user_ids, LiveBatch.of(envelope.chat_id, entries, meta))
         elif isinstance(envelope, envelopes.UserFrame):
-            frame = envelope.frame.encode()
-            for uid in envelope.user_ids:
-                skip = envelope.skip_device if uid == envelope.skip_user else None
-                self._users.tell(uid, DeliverFrame(frame, skip))
+            self._users.offer_frame(
+                envelope.user_ids,
+                envelope.frame.encode(),
+                skip_user=envelope.skip_user,
+                skip_device=envelope.skip_device,
+            )
         elif isinstance(envelope, envelopes.SendRequest):
             await self._placement.route(self._forwarder.remote_command(envelope))
         elif isinstance(envelope, envelopes.SendReply):

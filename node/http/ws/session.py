@@ -136,23 +136,13 @@ class DeviceSession:
         meta = batch.meta
         if (
             sent is not None
-            and self._task is None
-            and self._started
-            and self._outbox is None
             and batch.contiguous
             and seqs[0] <= sent + 1
             and (meta is None or not meta.trace)
-            and self._writable()
+            and self._may_write_now()
         ):
             skip = sent + 1 - seqs[0]
-            data = batch.wire if skip == 0 else b"".join(batch.wires[skip:])
-            try:
-                self._transport.write(data)  # type: ignore[union-attr]
-            except Exception as exc:  # the socket is going away: the reader ends the session
-                log.info(
-                    "session.write_stopped", extra={"user_id": self.user_id, "error": str(exc)}
-                )
-                self.close(WSCloseCode.GOING_AWAY, "write failed")
+            if not self._write_now(batch.wire if skip == 0 else b"".join(batch.wires[skip:])):
                 return 0
             self.sent[chat_id] = seqs[-1]
             written = len(seqs) - skip
@@ -164,17 +154,35 @@ class DeviceSession:
                 self._push((_MSG, chat_id, seq, frame, meta))
         return 0
 
-    def _writable(self) -> bool:
+    def offer_frame(self, frame: bytes) -> None:
+        """An ephemeral frame: written now when nothing is queued before it, else queued."""
+        if self._close_code is None and self._may_write_now():
+            self._write_now(frames.ws_text(frame))
+            return
+        self._push((_FRAME, 0, 0, frame, None))
+
+    def _may_write_now(self) -> bool:
+        """Nothing queued or being written, the backlog sent, the socket open and keeping up:
+        what is offered now may be written now, in order."""
         transport = self._transport
         return (
-            transport is not None
+            self._task is None
+            and self._started
+            and self._outbox is None
+            and transport is not None
             and not self._ws.closed
             and not transport.is_closing()
             and transport.get_write_buffer_size() < _DIRECT_BUFFER_LIMIT  # type: ignore[attr-defined]
         )
 
-    def offer_frame(self, frame: bytes) -> None:
-        self._push((_FRAME, 0, 0, frame, None))
+    def _write_now(self, data: bytes) -> bool:
+        try:
+            self._transport.write(data)  # type: ignore[union-attr]
+        except Exception as exc:  # the socket is going away: the reader ends the session
+            log.info("session.write_stopped", extra={"user_id": self.user_id, "error": repr(exc)})
+            self.close(WSCloseCode.GOING_AWAY, "write failed")
+            return False
+        return True
 
     def request_resync(self) -> None:
         """Compare every chat with PostgreSQL and fill what this connection missed."""
