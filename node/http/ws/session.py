@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -51,6 +51,30 @@ _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
 _DIRECT_BUFFER_LIMIT = 16 * 1024
 
 
+class WriteFlusher:
+    """Writes written "now" go out at the end of the event loop's current pass: what one pass
+    gives a socket (a sender's own message and its `sent`, several chats' batches) is one
+    write, one system call. One per node; sessions join when they first hold bytes in a pass."""
+
+    __slots__ = ("_scheduled", "_sessions")
+
+    def __init__(self) -> None:
+        self._sessions: list[DeviceSession] = []
+        self._scheduled = False
+
+    def add(self, session: DeviceSession) -> None:
+        self._sessions.append(session)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        sessions, self._sessions = self._sessions, []
+        self._scheduled = False
+        for session in sessions:
+            session.flush()
+
+
 @dataclass(slots=True, frozen=True)
 class SessionDeps:
     sync: DeviceSync
@@ -58,6 +82,7 @@ class SessionDeps:
     backlog_limit: int
     outbox_limit: int
     abort_after: float = 2.0  # a socket that cannot take its close frame is cut after this
+    flusher: WriteFlusher = field(default_factory=WriteFlusher)
 
 
 class DeviceSession:
@@ -69,6 +94,7 @@ class DeviceSession:
         "_mailbox_count",
         "_mailbox_high",
         "_outbox",
+        "_pending",
         "_started",
         "_task",
         "_traces",
@@ -99,6 +125,7 @@ class DeviceSession:
         self._outbox: deque[_Item] | None = None  # made on demand: idle sockets are the norm
         self._task: asyncio.Task[None] | None = None  # the writer, while it has work
         self._started = False
+        self._pending: list[bytes] | None = None  # written now, sent at the end of this pass
         self._close_code: int | None = None
         self._close_reason = ""
         self.sent: dict[int, int] = {}
@@ -142,8 +169,7 @@ class DeviceSession:
             and self._may_write_now()
         ):
             skip = sent + 1 - seqs[0]
-            if not self._write_now(batch.wire if skip == 0 else b"".join(batch.wires[skip:])):
-                return 0
+            self._write_now(batch.wire if skip == 0 else b"".join(batch.wires[skip:]))
             self.sent[chat_id] = seqs[-1]
             written = len(seqs) - skip
             self.delivered += written
@@ -175,14 +201,30 @@ class DeviceSession:
             and transport.get_write_buffer_size() < _DIRECT_BUFFER_LIMIT  # type: ignore[attr-defined]
         )
 
-    def _write_now(self, data: bytes) -> bool:
+    def _write_now(self, data: bytes) -> None:
+        """Into this pass's bytes for the socket (`flush` writes them, in order)."""
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self._deps.flusher.add(self)
+        else:
+            pending.append(data)
+
+    def flush(self) -> None:
+        """Write what this pass gave the socket, as one write; dropped if the socket is closing
+        (the device resumes from its cursors)."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        transport = self._transport
+        if transport is None or self._ws.closed or transport.is_closing():
+            return
         try:
-            self._transport.write(data)  # type: ignore[union-attr]
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))  # type: ignore[attr-defined]
         except Exception as exc:  # the socket is going away: the reader ends the session
             log.info("session.write_stopped", extra={"user_id": self.user_id, "error": repr(exc)})
             self.close(WSCloseCode.GOING_AWAY, "write failed")
-            return False
-        return True
 
     def request_resync(self) -> None:
         """Compare every chat with PostgreSQL and fill what this connection missed."""
@@ -295,6 +337,7 @@ class DeviceSession:
                     await self._resync()
                 else:
                     await self._trim_mailbox()
+            self.flush()
             await self._ws.close(code=self._close_code, message=self._close_reason.encode())
         except _WRITE_ERRORS as exc:
             log.info("session.write_stopped", extra={"user_id": self.user_id, "error": str(exc)})
@@ -316,6 +359,8 @@ class DeviceSession:
         self._outbox = None
 
     async def _send(self, frame: bytes) -> None:
+        if self._pending is not None:
+            self.flush()  # what was written "now" goes first
         await self._ws.send_frame(frame, WSMsgType.TEXT)
 
     async def _write_message(
