@@ -171,17 +171,21 @@ async def database_url(database_factory: Callable[[], Any]) -> str:
 async def redis_url(redis_server_url: str) -> AsyncIterator[str]:
     url = redis_server_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
     client = aioredis.Redis.from_url(url)
-    await client.flushdb()
-    yield url
-    await client.flushdb()
-    await client.aclose()
+    try:
+        await client.flushdb()
+        yield url
+        await client.flushdb()  # may fail when the test left Redis down: still close the client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
