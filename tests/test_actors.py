@@ -523,9 +523,12 @@ async def test_a_dormant_idle_actor_passivates_by_timer(registry: ActorRegistry)
 async def test_a_dormant_idle_actor_that_may_not_passivate_stays(registry: ActorRegistry) -> None:
     actor = DormantIdle(allowed=False)
     ref = registry.spawn("p", actor)
-    async with asyncio.timeout(WAIT):
-        await actor.asked_thrice.wait()
-    assert ref.alive and ref.task is None
+    await no_task(ref)
+    await asyncio.sleep(DormantIdle.idle_timeout * 3)  # three idle periods: nothing happens
+    assert ref.alive and ref.task is None and registry.get("p") is ref
     ref.tell(1)
     assert await ref.ask("sync", timeout=WAIT) == [1]
-    assert actor.stops == 0
+    actor.allowed = True  # decided anew when it next goes idle (after the next message)
+    ref.tell(2)
+    await stopped(ref)  # idle once more, and now it may passivate
+    assert actor.seen == [1, 2] and actor.stops == 1

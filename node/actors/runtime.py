@@ -17,7 +17,9 @@ handle to it. Guarantees:
 * Dormancy: an actor with `task_when_idle = False` holds no task while its mailbox is empty (most
   of a node's user actors, most of the time): its task ends once the mailbox is empty and a new
   one starts when a message (or a stop) arrives. Order, batching and the phases are the same;
-  `on_start` runs once per start or restart, not per wake-up. Its idle timeout is a timer.
+  `on_start` runs once per start or restart, not per wake-up. Its idle timeout is a timer, armed
+  when it goes idle only if `may_passivate()` is true then (what decides it must change only
+  while the actor handles a message: an actor that may not passivate holds nothing at all).
 * Every message the actor took but did not handle goes to `undeliverable`: what was left in the
   mailbox when it terminates (escalation, start failure, stop on purpose), and the rest of a batch
   whose handler raised part-way. The default fails pending asks with `ActorStopped`; actors that
@@ -459,11 +461,11 @@ class _Cell:
 
     def sleep(self) -> None:
         """The actor's task ends now; the next put or close wakes it (and the idle timeout,
-        if any, is a timer meanwhile)."""
+        if any and the actor may passivate, is a timer meanwhile)."""
         self.ref.task = None
         self.mailbox._sleeper = self
         timeout = self.actor.idle_timeout
-        if timeout is not None:
+        if timeout is not None and self.actor.may_passivate():
             self.timer = asyncio.get_running_loop().call_later(timeout, self._idle)
 
     def wake(self) -> None:
@@ -482,7 +484,3 @@ class _Cell:
             return
         if self.actor.may_passivate():
             self.mailbox.close()  # wakes the actor to drain (nothing) and stop
-        else:
-            self.timer = asyncio.get_running_loop().call_later(
-                self.actor.idle_timeout or 0.0, self._idle
-            )

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class SignalThrottle:
+    __slots__ = ("_clock", "_interval", "_pending", "_read", "_typing")  # one per connection
+
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._clock = clock
@@ -82,6 +84,8 @@ SendRead = Callable[[int, int], Awaitable[None]]
 class ReadFlusher:
     """Sends a connection's held read marks when their interval is over. One task at most, made
     when a mark is held and ending when none is; `close` sends what is still held (bounded)."""
+
+    __slots__ = ("_closing", "_send", "_task", "_throttle")  # one per connection
 
     def __init__(self, throttle: SignalThrottle, send: SendRead) -> None:
         self._throttle = throttle
