@@ -125,7 +125,7 @@ class DeviceSession:
         self._outbox: deque[_Item] | None = None  # made on demand: idle sockets are the norm
         self._task: asyncio.Task[None] | None = None  # the writer, while it has work
         self._started = False
-        self._pending: list[bytes] | None = None  # written now, sent at the end of this pass
+        self._pending: bytes | list[bytes] | None = None  # written now, sent at the pass's end
         self._close_code: int | None = None
         self._close_reason = ""
         self.sent: dict[int, int] = {}
@@ -205,10 +205,12 @@ class DeviceSession:
         """Into this pass's bytes for the socket (`flush` writes them, in order)."""
         pending = self._pending
         if pending is None:
-            self._pending = [data]
+            self._pending = data  # the usual case: one write in a pass, no list
             self._deps.flusher.add(self)
-        else:
+        elif isinstance(pending, list):
             pending.append(data)
+        else:
+            self._pending = [pending, data]
 
     def flush(self) -> None:
         """Write what this pass gave the socket, as one write; dropped if the socket is closing
@@ -218,10 +220,12 @@ class DeviceSession:
             return
         self._pending = None
         transport = self._transport
-        if transport is None or self._ws.closed or transport.is_closing():
+        if transport is None or transport.is_closing() or self._ws.closed:
             return
         try:
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))  # type: ignore[attr-defined]
+            transport.write(  # type: ignore[attr-defined]
+                b"".join(pending) if isinstance(pending, list) else pending
+            )
         except Exception as exc:  # the socket is going away: the reader ends the session
             log.info("session.write_stopped", extra={"user_id": self.user_id, "error": repr(exc)})
             self.close(WSCloseCode.GOING_AWAY, "write failed")
