@@ -33,6 +33,7 @@ from node.services.chats import ChatService
 from node.services.hashing import HashingGate
 from node.services.health import HealthService
 from node.services.messages import MessageService
+from node.services.presence import PresenceService
 from node.services.ratelimit import RateLimiter
 from node.services.users import UserService
 from node.storage import Storage, apply_migrations, create_pool
@@ -124,6 +125,7 @@ async def _node_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.MESSAGES] = MessageService(
             storage, runtime.placement, limiter, runtime.media, reply_timeout=settings.send_timeout
         )
+        app[keys.PRESENCE] = PresenceService(storage, runtime.presence)
         app[keys.PUSH] = runtime.push.subscriptions
         app[keys.HEALTH] = HealthService(
             storage, redis.client, settings.node_id, supervisor.failing

@@ -5,8 +5,9 @@ afterwards. Read top to bottom, this is the architecture:
 
     storage ─ group commit, cursor writer
     Redis (one, or a Redis Cluster) ─ cluster view (dead nodes, from membership)
-    fan-out script ─ outbound queue;  presence;  mailboxes;  publisher
+    fan-out script ─ outbound queue;  presence (registrations batched);  mailboxes;  publisher
     local user actors ─ delivery (this node in-process, other nodes through outbound)
+                      ─ presence announcer (changes in batches per interval, snapshots)
     directory (leases) ─ chat actors ─ placement (local or remote) ─ forwarder (remote requests)
     dispatcher (envelopes from other nodes) ─ inbox subscriber;  recovery ─ membership
     device sync ─ device hub (the WebSocket edge)
@@ -40,7 +41,9 @@ from node.cluster.outbound import Outbound
 from node.cluster.owners import RemoteOwners
 from node.cluster.placement import ChatPlacement
 from node.cluster.presence import Presence
+from node.cluster.presence_fanout import PresenceAnnouncer
 from node.cluster.recovery import Recovery
+from node.cluster.registrations import PresenceRegistrations
 from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
 from node.http.ws.hub import DeviceHub
@@ -70,6 +73,8 @@ class NodeRuntime:
     committer: CommitPipeline
     cursors: CursorWriter
     outbound: Outbound
+    presence: PresenceRegistrations
+    announcer: PresenceAnnouncer
     chats: ActorRegistry
     users: ActorRegistry
     local_users: LocalUsers
@@ -92,6 +97,8 @@ class NodeRuntime:
             ("commits", self.committer.run),
             ("acks", self.cursors.run),
             ("outbound", self.outbound.run),
+            ("presence", self.presence.run),
+            ("presence-batches", self.announcer.run),
             ("rerouting", self.placement.run),
             ("replies", self.forwarder.run),
             *self.push.loops(),
@@ -123,18 +130,27 @@ def assemble(
         settings, identity.incarnation, PushStore(storage.pool), redis.client, view, vapid
     )
     outbound = Outbound(fanout, push=push.notifier)
-    presence = Presence(redis, identity.incarnation, view)
+    presence = PresenceRegistrations(Presence(redis, identity.incarnation, view))
     publisher = Publisher(redis)
 
     users = ActorRegistry("users")
     local_users = LocalUsers(users)
     delivery = Delivery(identity, local_users, outbound)
+    announcer = PresenceAnnouncer(
+        identity,
+        storage.chats,
+        presence,
+        local_users,
+        outbound,
+        interval=settings.presence_interval,
+        group_limit=settings.presence_group_limit,
+    )
 
     def user_actor(user_id: int) -> UserActor:
         return UserActor(
             user_id,
-            storage=storage,
             presence=presence,
+            feed=announcer,
             delivery=delivery,
             mailbox_size=settings.user_mailbox_size,
             idle_timeout=settings.actor_idle_timeout,
@@ -207,6 +223,8 @@ def assemble(
         committer=committer,
         cursors=cursors,
         outbound=outbound,
+        presence=presence,
+        announcer=announcer,
         chats=chats,
         users=users,
         local_users=local_users,

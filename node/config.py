@@ -147,6 +147,19 @@ class Settings(BaseSettings):
         le=4.5,
         description="offline is announced after the last device has been gone this long, seconds",
     )
+    presence_interval: float = Field(
+        1.0,
+        gt=0,
+        le=2.0,
+        description="presence changes are sent in batches this often: at most one `presence`"
+        " frame per device per interval, seconds",
+    )
+    presence_group_limit: int = Field(
+        200,
+        ge=2,
+        description="members of chats larger than this are not told each other's presence"
+        " (a client asks with `presence_query`)",
+    )
 
     # --- limits -------------------------------------------------------------------------------
     max_body_bytes: int = Field(
@@ -340,6 +353,15 @@ class Settings(BaseSettings):
     def trusted_networks(self) -> tuple[IPNetwork, ...]:
         """`trusted_proxies` parsed."""
         return _parse_networks(self.trusted_proxies)
+
+    @field_validator("presence_interval")
+    @classmethod
+    def _presence_within_5s(cls, value: float, info: ValidationInfo) -> float:
+        """Offline reaches contacts within 5 s (the contract): grace, then the next batch."""
+        grace = info.data.get("presence_grace")
+        if grace is not None and grace + value > 4.5:
+            raise ValueError("presence_grace + presence_interval must be at most 4.5 s")
+        return value
 
     @field_validator("jwt_secret")
     @classmethod

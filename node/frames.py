@@ -8,6 +8,7 @@ the OpenAPI document); a test checks that both agree.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -131,6 +132,15 @@ def read_frame(chat_id: int, user_id: int, seq: int) -> bytes:
 
 def presence_frame(user_id: int, online: bool) -> bytes:
     return dumps({"type": "presence", "user_id": str(user_id), "online": online})
+
+
+def presence_batch_frame(changes: Sequence[tuple[int, bool]], *, listed: bool = False) -> bytes:
+    """Several users' presence in one frame: `{"type":"presence","users":[{"user_id","online"}]}`;
+    a single change keeps the single-user shape unless `listed` (a `presence_query` answer)."""
+    if len(changes) == 1 and not listed:
+        return presence_frame(*changes[0])
+    users = [{"user_id": str(uid), "online": online} for uid, online in changes]
+    return dumps({"type": "presence", "users": users})
 
 
 PONG_FRAME = dumps({"type": "pong"})

@@ -207,6 +207,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "log_format": "text",
         "log_level": "INFO",
         "presence_grace": 0.2,
+        "presence_interval": 0.2,
         "ack_flush_interval": 0.05,
         "lease_ttl": 3.0,
         "heartbeat_interval": 0.5,

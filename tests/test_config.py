@@ -133,6 +133,12 @@ def test_with_overrides_validates(tmp_path: Path) -> None:
         settings.with_overrides(database_url="mysql://x")
 
 
+def test_presence_batches_keep_offline_within_5s(tmp_path: Path) -> None:
+    assert make_settings(tmp_path, presence_grace=2.0, presence_interval=2.0).presence_interval == 2
+    with pytest.raises(ValueError, match=r"at most 4\.5"):
+        make_settings(tmp_path, presence_grace=3.0, presence_interval=2.0)
+
+
 # --- the generated JWT secret ------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from node.cluster.envelopes import (
     Deliver,
     DeviceTaken,
     MessageEntry,
+    PresenceBatch,
     SendReply,
     SendRequest,
     UserFrame,
@@ -51,6 +52,7 @@ EXAMPLES = [
     ChatSignal(origin="n1#a", chat_id=7, user_id=3, device_id="d1", signal="read", seq=5),
     ChatSignal(origin="n1#a", chat_id=7, user_id=3, device_id="d1", signal="typing"),
     DeviceTaken(origin="n3#c", user_id=3, device_id="d1", epoch=9),
+    PresenceBatch(origin="n1#a", changes=[(3, True), (4, False)], watchers=[(5, [0, 1]), (6, [1])]),
 ]
 
 
@@ -67,7 +69,15 @@ def test_every_kind_round_trips(envelope: envelopes._Envelope) -> None:
 
 def test_the_set_of_kinds_is_closed_and_covered() -> None:
     kinds = {e.kind for e in EXAMPLES}
-    assert kinds == {"send", "send_reply", "deliver", "frame", "chat_signal", "device_taken"}
+    assert kinds == {
+        "send",
+        "send_reply",
+        "deliver",
+        "frame",
+        "presence",
+        "chat_signal",
+        "device_taken",
+    }
 
 
 def wire(**changes: object) -> bytes:

@@ -1,6 +1,8 @@
 """Presence: a user who shares a chat with you coming online or going offline (within 5 s of the
-last device leaving; the test settings debounce offline by 0.2 s), and the online contacts a new
-connection is told about. Users who share no chat learn nothing.
+last device leaving; the test settings debounce offline by 0.2 s and batch changes every 0.2 s),
+and the online contacts a new connection is told about, in one frame. Users who share no chat
+learn nothing; members of chats above MESSENGER_PRESENCE_GROUP_LIMIT learn each other's presence
+only by asking (`presence_query`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,22 @@ def about(user: Account, online: bool) -> dict[str, Any]:
     return {"type": "presence", "user_id": user.id, "online": online}
 
 
+def entries(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """The (user_id, online) entries of a presence frame, whichever its shape."""
+    if "users" in frame:
+        assert set(frame) == {"type", "users"}, frame
+        return list(frame["users"])
+    return [{"user_id": frame["user_id"], "online": frame["online"]}]
+
+
 def presence_of(ws: WsClient, user: Account) -> list[bool]:
-    return [f["online"] for f in ws.of_kind("presence") if f["user_id"] == user.id]
+    return [
+        e["online"] for f in ws.of_kind("presence") for e in entries(f) if e["user_id"] == user.id
+    ]
+
+
+def announces(user: Account, online: bool) -> Any:
+    return lambda f: {"user_id": user.id, "online": online} in entries(f)
 
 
 async def settled(ws: WsClient, chat_id: str) -> WsClient:
@@ -33,11 +49,7 @@ async def settled(ws: WsClient, chat_id: str) -> WsClient:
 async def next_about(
     ws: WsClient, user: Account, online: bool, within: float = 10.0
 ) -> dict[str, Any]:
-    return await ws.next(
-        "presence",
-        timeout=within,
-        where=lambda f: f["user_id"] == user.id and f["online"] is online,
-    )
+    return await ws.next("presence", timeout=within, where=announces(user, online))
 
 
 async def test_a_contact_coming_online_is_announced_once(api: Api) -> None:
@@ -124,15 +136,23 @@ async def test_a_new_connection_is_told_which_contacts_are_online(api: Api) -> N
     }
     for user in (online_direct, online_group, stranger):
         await settled(await api.ws(user), chats[user.id])
+    # their own arrival goes out with the next batch (within 0.2 s): b's connections must
+    # come after it, or they hear of it twice (snapshot and batch); nothing to await for it
+    await asyncio.sleep(0.6)
     first = await api.ws(b, "d1")
     second = await api.ws(b, "d2")
     for ws in (first, second):
-        frames = [await ws.next("presence") for _ in range(2)]
-        assert sorted(frames, key=lambda f: f["user_id"]) == sorted(
-            [about(online_direct, True), about(online_group, True)], key=lambda f: f["user_id"]
+        snapshot = await ws.next("presence")  # one frame for all online contacts
+        assert snapshot["type"] == "presence"
+        assert sorted(snapshot["users"], key=lambda e: e["user_id"]) == sorted(
+            [
+                {"user_id": online_direct.id, "online": True},
+                {"user_id": online_group.id, "online": True},
+            ],
+            key=lambda e: e["user_id"],
         )
-    await second.quiet("presence", 0.4)  # not the stranger, not the offline one, not b itself
-    assert len(second.of_kind("presence")) == 2
+    await second.quiet("presence", 0.6)  # not the stranger, not the offline one, not b itself
+    assert len(second.of_kind("presence")) == 1
 
 
 async def test_a_replaced_device_is_no_offline(api: Api) -> None:
@@ -146,3 +166,82 @@ async def test_a_replaced_device_is_no_offline(api: Api) -> None:
     assert old.ws.close_code == 4001
     await wa.quiet("presence", 0.8)
     assert presence_of(wa, b) == [True]
+
+
+async def test_contacts_changing_within_one_interval_come_in_one_frame(node_api: Any) -> None:
+    _, api = await node_api(presence_interval=2.0)
+    a, b, c, d, x, y, z = [await api.account() for _ in range(7)]
+    chat = await api.group(a, [b, c, d, x, y, z])  # 7 members: small enough for presence
+    wa = await settled(await api.ws(a), chat)
+    await api.ws(x)
+    await next_about(wa, x, True)  # a batch just went out: the next is ~2 s away
+    for user in (b, c, d):
+        await api.ws(user)
+    batch = await next_about(wa, b, True)
+    assert batch["type"] == "presence"
+    assert sorted(batch["users"], key=lambda e: e["user_id"]) == sorted(
+        [{"user_id": u.id, "online": True} for u in (b, c, d)], key=lambda e: e["user_id"]
+    )
+    # online and offline again within one interval: the next batch says y is offline (a
+    # watcher's snapshot may have shown it online meanwhile), in the same frame as z
+    wy = await api.ws(y)
+    await wy.close()
+    await asyncio.sleep(0.4)  # past the offline grace (0.2 s), well within the interval
+    await api.ws(z)
+    batch = await next_about(wa, z, True)
+    assert sorted(batch["users"], key=lambda e: e["user_id"]) == sorted(
+        [{"user_id": y.id, "online": False}, {"user_id": z.id, "online": True}],
+        key=lambda e: e["user_id"],
+    )
+    assert presence_of(wa, y) == [False]
+    assert len(wa.of_kind("presence")) == 3  # at most one frame per interval
+    await api.ws(x, "d2")  # no transition
+    await wa.quiet("presence", 2.5)
+
+
+async def test_members_of_a_big_group_are_told_presence_only_on_request(node_api: Any) -> None:
+    _, api = await node_api(presence_group_limit=3)
+    a, b, c, d, stranger = [await api.account() for _ in range(5)]
+    await api.group(a, [b, c, d])  # 4 members, above the limit
+    direct = await api.direct(a, d)  # a and d also share a small chat
+    wa = await settled(await api.ws(a), direct)
+    wb = await api.ws(b)
+    await api.ws(c)
+    await api.ws(d)
+    assert await next_about(wa, d, True) == about(d, True)
+    await wa.quiet("presence", 0.6)
+    assert presence_of(wa, b) == presence_of(wa, c) == []
+    assert wb.of_kind("presence") == []  # b's snapshot is empty too: no frame
+
+    ids = [b.id, stranger.id, c.id, d.id, b.id]
+    await wa.send({"type": "presence_query", "user_ids": ids})
+    answer = await wa.next("presence", where=lambda f: "users" in f)
+    assert answer == {
+        "type": "presence",
+        "users": [
+            {"user_id": b.id, "online": True},
+            {"user_id": stranger.id, "online": False},  # shares no chat: reported offline
+            {"user_id": c.id, "online": True},
+            {"user_id": d.id, "online": True},
+        ],
+    }
+    await wb.close()
+    await wa.quiet("presence", 0.8)  # b's offline is not pushed either...
+    await wa.send({"type": "presence_query", "user_ids": [b.id]})
+    answer = await wa.next("presence", where=lambda f: "users" in f)
+    assert answer == {"type": "presence", "users": [{"user_id": b.id, "online": False}]}
+
+
+async def test_presence_query_is_validated(api: Api) -> None:
+    a = await api.account()
+    ws = await api.ws(a)
+    for user_ids in ([], [str(n) for n in range(1, 202)]):
+        await ws.send({"type": "presence_query", "user_ids": user_ids})
+        error = await ws.next("error")
+        assert error["code"] == "validation_error", error
+    await ws.send({"type": "presence_query", "user_ids": "1"})
+    assert (await ws.next("error"))["code"] == "invalid_frame"
+    await ws.send({"type": "presence_query", "user_ids": [str(n) for n in range(1, 201)]})
+    answer = await ws.next("presence")
+    assert len(answer["users"]) == 200
+    assert not any(e["online"] for e in answer["users"])

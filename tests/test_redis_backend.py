@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from redis.crc import key_slot
 
 from node import errors
+from node.actors.ports import ClusterUnreachable
 from node.cluster import envelopes, keys
 from node.cluster.connection import RedisBackend, parse_redis_url
 from node.cluster.fanout import Fanout, FanoutGroup
@@ -20,6 +21,7 @@ from node.cluster.identity import NodeIdentity
 from node.cluster.liveness import ClusterView
 from node.cluster.membership import Membership
 from node.cluster.presence import Presence
+from node.cluster.registrations import PresenceRegistrations
 from node.cluster.transport import InboxSubscriber, Publisher
 from node.config import Settings
 from node.services.auth_throttle import AuthThrottle
@@ -165,6 +167,43 @@ async def test_presence_counts_devices_over_nodes_not_known_dead(any_redis: Redi
     assert await any_redis.client.hgetall(keys.presence(7)) == {b"a#1": b"1"}  # type: ignore[misc]
     assert await here.set_devices(7, 0) == (1, 0)
     assert await here.online_among([7]) == []
+
+
+async def test_presence_of_many_users_in_one_call(any_redis: RedisBackend) -> None:
+    view = ClusterView()
+    here, there = Presence(any_redis, "a#1", view), Presence(any_redis, "b#1", view)
+    await there.set_devices(2, 1)
+    counts = [(1, 1), (2, 2), (3, 1), (1, 0), (4, 0)]  # user 1 twice: applied in order
+    assert await here.set_many(counts) == [(0, 1), (1, 3), (0, 1), (1, 0), (0, 0)]
+    assert sorted(await here.online_among([1, 2, 3, 4])) == [2, 3]
+    view.update(["b#1"])
+    assert await here.set_many([(2, 1), (3, 0)]) == [(2, 1), (1, 0)]  # b's entry dropped
+    assert await any_redis.client.hgetall(keys.presence(2)) == {b"a#1": b"1"}  # type: ignore[misc]
+
+
+class _CountingPresence(Presence):
+    calls: list[int]
+
+    async def set_many(self, counts: Any) -> list[tuple[int, int]]:
+        self.calls.append(len(counts))
+        return await super().set_many(counts)
+
+
+async def test_registrations_of_a_storm_share_redis_calls(any_redis: RedisBackend) -> None:
+    presence = _CountingPresence(any_redis, "a#1", ClusterView())
+    presence.calls = []
+    registrations = PresenceRegistrations(presence)
+    runner = asyncio.create_task(registrations.run())
+    try:
+        answers = await asyncio.gather(*(registrations.set_devices(u, 1) for u in range(1, 1001)))
+        assert answers == [(0, 1)] * 1000
+        assert sum(presence.calls) == 1000 and len(presence.calls) <= 3  # not one per user
+        assert await registrations.set_devices(5, 0) == (1, 0)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    with pytest.raises(ClusterUnreachable):  # nothing sends them any more: bounded
+        await PresenceRegistrations(presence, timeout=0.1).set_devices(1, 1)
 
 
 async def test_membership_registers_reports_the_dead_and_leaves(any_redis: RedisBackend) -> None:

@@ -431,14 +431,16 @@ async def test_concurrent_direct_chat_creation_makes_one_chat(
     assert sum(created for _, created in results) == 1
 
 
-async def test_contacts(storage: Storage) -> None:
-    a, b, c, d = await users(storage, 4)
+async def test_presence_watchers_share_a_chat_up_to_the_limit(storage: Storage) -> None:
+    a, b, c, d, e = await users(storage, 5)
     await storage.chats.create_direct(a, b)
-    await storage.chats.create_group(a, "g1", [b, c])
-    await storage.chats.create_group(c, "g2", [d])
-    assert sorted(await storage.chats.contacts(a)) == sorted([b, c])
-    assert sorted(await storage.chats.contacts(c)) == sorted([a, b, d])
-    assert await storage.chats.contacts(await user(storage)) == []
+    await storage.chats.create_group(a, "small", [c])  # 2 members
+    await storage.chats.create_group(c, "big", [a, d, e])  # 4 members
+    pairs = await storage.chats.presence_watchers([a, c, e], 3)
+    assert sorted(pairs) == sorted([(a, b), (a, c), (c, a)])  # not through "big"
+    assert sorted(await storage.chats.presence_watchers([e], 4)) == sorted([(e, a), (e, c), (e, d)])
+    assert await storage.chats.presence_watchers([], 3) == []
+    assert sorted(await storage.chats.sharing_a_chat(a, [b, d, e, a, 10**12])) == sorted([b, d, e])
 
 
 async def test_create_direct_is_idempotent(storage: Storage) -> None:

@@ -96,6 +96,20 @@ class PresenceRegistry(Protocol):
     async def online_among(self, user_ids: Sequence[int]) -> list[int]: ...
 
 
+class PresenceFeed(Protocol):
+    """Where user actors report presence transitions (implemented by
+    node.cluster.presence_fanout): told to watchers in periodic batches."""
+
+    def changed(self, user_id: int, online: bool) -> None:
+        """Returns at once; the change goes out with the next batch."""
+        ...
+
+    async def online_contacts(self, user_id: int) -> list[int]:
+        """Who is online now among the users sharing a small chat with `user_id` (the snapshot
+        for a new connection). Raises when the store or the registry cannot answer."""
+        ...
+
+
 # --- a connected device, as its user actor sees it (implemented by node.http.ws.session) ---
 
 

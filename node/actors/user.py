@@ -19,10 +19,10 @@ from node.actors.ports import (
     ClusterUnreachable,
     Delivery,
     DeviceOutlet,
+    PresenceFeed,
     PresenceRegistry,
 )
 from node.actors.runtime import Actor, ActorRef
-from node.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ class UserActor(Actor[UserMessage]):
     __slots__ = (
         "_announced_online",
         "_delivery",
+        "_feed",
         "_grace",
         "_offline_timer",
         "_presence",
-        "_storage",
         "idle_timeout",
         "mailbox_size",
         "sessions",
@@ -85,8 +85,8 @@ class UserActor(Actor[UserMessage]):
         self,
         user_id: int,
         *,
-        storage: Storage,
         presence: PresenceRegistry,
+        feed: PresenceFeed,
         delivery: Delivery,
         mailbox_size: int,
         idle_timeout: float,
@@ -95,8 +95,8 @@ class UserActor(Actor[UserMessage]):
         self.user_id = user_id
         self.mailbox_size = mailbox_size
         self.idle_timeout = idle_timeout
-        self._storage = storage
         self._presence = presence
+        self._feed = feed
         self._delivery = delivery
         self._grace = presence_grace
         self.sessions: dict[str, DeviceOutlet] = {}
@@ -179,27 +179,21 @@ class UserActor(Actor[UserMessage]):
             await self._announce(online=False)
 
     async def _announce(self, *, online: bool) -> None:
-        try:
-            contacts = await self._storage.chats.contacts(self.user_id)
-        except Exception as exc:
-            log.warning(
-                "presence.contacts_failed", extra={"user_id": self.user_id, "error": repr(exc)}
-            )
-            return
-        await self._delivery.frame(contacts, frames.presence_frame(self.user_id, online))
+        """A transition: told to the user's contacts with the next presence batch."""
+        self._feed.changed(self.user_id, online)
 
     async def _send_contacts_presence(self, session: DeviceOutlet) -> None:
-        """A new connection learns which of its contacts are online now."""
+        """A new connection learns which of its contacts (in chats small enough for presence)
+        are online now: one frame, whatever their number."""
         try:
-            contacts = await self._storage.chats.contacts(self.user_id)
-            online = await self._presence.online_among(contacts)
+            online = await self._feed.online_contacts(self.user_id)
         except Exception as exc:
             log.warning(
                 "presence.snapshot_failed", extra={"user_id": self.user_id, "error": repr(exc)}
             )
             return
-        for contact in online:
-            session.offer_frame(frames.presence_frame(contact, True))
+        if online:
+            session.offer_frame(frames.presence_batch_frame([(uid, True) for uid in online]))
 
 
 def _tell_quietly(ref: ActorRef[UserMessage], message: UserMessage) -> None:

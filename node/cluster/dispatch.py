@@ -11,6 +11,7 @@ from node.cluster import envelopes
 from node.cluster.forwarding import Forwarder
 from node.cluster.identity import NodeIdentity
 from node.cluster.placement import ChatPlacement
+from node.cluster.presence_fanout import tell_watchers
 
 
 class Dispatcher:
@@ -42,6 +43,8 @@ class Dispatcher:
                 skip_user=envelope.skip_user,
                 skip_device=envelope.skip_device,
             )
+        elif isinstance(envelope, envelopes.PresenceBatch):
+            tell_watchers(self._users, envelope.changes, envelope.watchers)
         elif isinstance(envelope, envelopes.SendRequest):
             await self._placement.route(self._forwarder.remote_command(envelope))
         elif isinstance(envelope, envelopes.SendReply):

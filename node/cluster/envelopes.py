@@ -74,6 +74,16 @@ class UserFrame(_Envelope):
     skip_device: str | None = None
 
 
+class PresenceBatch(_Envelope):
+    """One interval's presence changes from the origin node (`changes`: user, online) and, for
+    each watcher, which of them it is told about (indices into `changes`). One envelope a tick
+    for every node holding a watcher, however many users changed."""
+
+    kind: Literal["presence"] = "presence"
+    changes: list[tuple[int, bool]]
+    watchers: list[tuple[int, list[int]]]
+
+
 class ChatSignal(_Envelope):
     """A typing or read signal for a chat this node does not own, forwarded to its owner."""
 
@@ -95,7 +105,7 @@ class DeviceTaken(_Envelope):
 
 
 Envelope = Annotated[
-    SendRequest | SendReply | Deliver | UserFrame | ChatSignal | DeviceTaken,
+    SendRequest | SendReply | Deliver | UserFrame | PresenceBatch | ChatSignal | DeviceTaken,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Envelope] = TypeAdapter(Envelope)

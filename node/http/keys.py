@@ -12,6 +12,7 @@ from node.services.auth import AuthService
 from node.services.chats import ChatService
 from node.services.health import HealthService
 from node.services.messages import MessageService
+from node.services.presence import PresenceService
 from node.services.users import UserService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,6 +20,7 @@ AUTH = web.AppKey("auth", AuthService)
 USERS = web.AppKey("users", UserService)
 CHATS = web.AppKey("chats", ChatService)
 MESSAGES = web.AppKey("messages", MessageService)
+PRESENCE = web.AppKey("presence", PresenceService)
 HEALTH = web.AppKey("health", HealthService)
 DEVICES = web.AppKey("devices", DeviceHub)
 PUSH = web.AppKey("push", PushSubscriptions)

@@ -9,7 +9,7 @@ deadlock with them) so that a member's `joined_seq` is exactly the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -198,13 +198,37 @@ class ChatStore:
         joined = {r["user_id"]: r["joined_seq"] for r in rows if r["user_id"] is not None}
         return rows[0]["members_version"], joined
 
-    async def contacts(self, user_id: int) -> list[int]:
-        """Users who share at least one chat with `user_id` (themselves excluded)."""
+    async def presence_watchers(
+        self, user_ids: Sequence[int], max_members: int
+    ) -> list[tuple[int, int]]:
+        """(user, watcher) pairs: the users who share a chat of at most `max_members` members
+        with each of `user_ids` (themselves excluded), in one query. Counting a chat's members
+        stops past `max_members`, so a huge group costs no more than a small one."""
+        rows = await self._pool.fetch(
+            "WITH mine AS ("
+            "  SELECT chat_id, user_id FROM chat_members WHERE user_id = ANY($1::bigint[])),"
+            " small AS ("
+            "  SELECT c.chat_id FROM (SELECT DISTINCT chat_id FROM mine) c"
+            "  WHERE (SELECT count(*) FROM (SELECT 1 FROM chat_members m"
+            "         WHERE m.chat_id = c.chat_id LIMIT $2 + 1) n) <= $2)"
+            " SELECT DISTINCT mine.user_id AS subject, other.user_id AS watcher"
+            " FROM mine JOIN small USING (chat_id)"
+            " JOIN chat_members other ON other.chat_id = mine.chat_id"
+            " WHERE other.user_id <> mine.user_id",
+            list(user_ids),
+            max_members,
+        )
+        return [(r["subject"], r["watcher"]) for r in rows]
+
+    async def sharing_a_chat(self, user_id: int, others: Sequence[int]) -> list[int]:
+        """Those of `others` who share at least one chat (of any size) with `user_id`."""
         rows = await self._pool.fetch(
             "SELECT DISTINCT other.user_id FROM chat_members mine"
             " JOIN chat_members other ON other.chat_id = mine.chat_id"
-            " WHERE mine.user_id = $1 AND other.user_id <> $1",
+            " WHERE mine.user_id = $1 AND other.user_id = ANY($2::bigint[])"
+            "   AND other.user_id <> $1",
             user_id,
+            list(others),
         )
         return [r["user_id"] for r in rows]
 

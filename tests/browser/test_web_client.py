@@ -123,6 +123,26 @@ async def test_people_on_two_nodes_of_a_cluster_chat_and_see_presence(
     await expect(alice.chat_link(bob.username).locator(".dot.on")).to_have_count(0)
 
 
+async def test_a_big_groups_presence_is_asked_for_when_it_is_opened(
+    node_api: Callable[..., Any], person: Callable[..., Any]
+) -> None:
+    # above the group limit the node pushes no presence about members: the client asks
+    server, api = await node_api(presence_group_limit=2)
+    owner, bob, carol = await api.account(), await api.account(), await api.account()
+    await api.group(owner, [bob, carol], title="Big room")
+    await api.ws(bob)
+    asker = await api.ws(carol)  # Bob's presence is registered once a query says so
+    while True:
+        await asker.ws.send_json({"type": "presence_query", "user_ids": [bob.id]})
+        answer = await asker.next("presence")
+        if answer["users"] == [{"user_id": bob.id, "online": True}]:
+            break
+    alice = await person(base(server), name=owner.username)
+    await alice.sign_in()
+    await alice.open_chat("Big room")
+    await expect(alice.page.locator("#chat-subtitle")).to_have_text("3 members · 2 online")
+
+
 async def test_offline_and_back_gets_what_was_missed_exactly_once(
     node: TestServer, person: Callable[..., Any]
 ) -> None:

@@ -16,7 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from node import errors, frames
 from node.http.auth import authenticate_socket
-from node.http.keys import DEVICES, MESSAGES, SETTINGS
+from node.http.keys import DEVICES, MESSAGES, PRESENCE, SETTINGS
 from node.http.ws.reader import FrameReader
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[DEVICES]
     session = await hub.open(user_id, device_id, ws, request.transport)
     reader = FrameReader(
-        session, request.app[MESSAGES], settings.max_frame_bytes, settings.signal_interval
+        session,
+        request.app[MESSAGES],
+        request.app[PRESENCE],
+        settings.max_frame_bytes,
+        settings.signal_interval,
     )
     try:
         await ws.prepare(request)

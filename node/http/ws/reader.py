@@ -20,6 +20,7 @@ from node.http.ws.schemas import (
     CLIENT_FRAME,
     AckFrame,
     PingFrame,
+    PresenceQueryFrame,
     ReadFrame,
     SendFrame,
     TypingFrame,
@@ -27,6 +28,7 @@ from node.http.ws.schemas import (
 from node.http.ws.session import DeviceSession
 from node.http.ws.signals import ReadFlusher, SignalThrottle
 from node.services.messages import MessageService
+from node.services.presence import PresenceService
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,13 @@ class FrameReader:
         self,
         session: DeviceSession,
         messages: MessageService,
+        presence: PresenceService,
         max_bytes: int,
         signal_interval: float,
     ) -> None:
         self._session = session
         self._messages = messages
+        self._presence = presence
         self._max_bytes = max_bytes
         self._signals = SignalThrottle(signal_interval)
         self._reads = ReadFlusher(self._signals, self._send_read)
@@ -97,6 +101,9 @@ class FrameReader:
                     )
                 else:
                     self._reads.wake()
+            elif isinstance(frame, PresenceQueryFrame):
+                answer = await self._presence.query(session.user_id, frame.user_ids)
+                session.offer_frame(frames.presence_batch_frame(answer, listed=True))
         except errors.ApiError as exc:
             session.offer_frame(frames.error_frame(exc.code, exc.message, ref))
         except Exception:

@@ -50,7 +50,16 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
+class PresenceQueryFrame(_Frame):
+    """The count rule (1 to 200 ids) is the service's: a validation_error, not invalid_frame;
+    the list is capped here only so a huge one is not parsed."""
+
+    type: Literal["presence_query"]
+    user_ids: Annotated[list[Id], Field(max_length=10_000)]
+
+
 ClientFrame = Annotated[
-    SendFrame | AckFrame | TypingFrame | ReadFrame | PingFrame, Field(discriminator="type")
+    SendFrame | AckFrame | TypingFrame | ReadFrame | PingFrame | PresenceQueryFrame,
+    Field(discriminator="type"),
 ]
 CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)

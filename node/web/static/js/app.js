@@ -28,6 +28,7 @@ const TYPING_EVERY = 3_000; // send at most one typing frame per chat this often
 const TYPING_SHOWN = 5_000; // show someone as typing this long after their last frame
 const ACK_DELAY = 150;
 const PARALLEL = 4;
+const PRESENCE_QUERY_MAX = 200; // the node answers at most this many ids per presence_query
 
 /** Run `fn` over `items`, at most PARALLEL at once. */
 async function eachLimited(items, fn) {
@@ -527,8 +528,17 @@ class App {
     this.conversation.open(chat);
     this.renderList();
     if (!this.isPhone() || document.activeElement === document.body) this.conversation.focusComposer();
-    if (!chat.members) this._complete(chat);
+    if (!chat.members) this._complete(chat).then(() => this._askPresence(chat));
+    else this._askPresence(chat);
     if (!chat.history.loaded) await this.loadHistory(chat);
+  }
+
+  /** Members of a big group get no pushed presence (the node's group limit): a group's
+   * presence is asked for when it is opened, at most PRESENCE_QUERY_MAX members. */
+  _askPresence(chat) {
+    if (chat.kind !== 'group' || !chat.members || chat.id !== this.activeId) return;
+    const ids = chat.members.map((m) => String(m.id)).filter((id) => id !== this.store.me.id);
+    if (ids.length) this.socket.send({ type: 'presence_query', user_ids: ids.slice(0, PRESENCE_QUERY_MAX) });
   }
 
   closeChat() {

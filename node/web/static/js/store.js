@@ -241,9 +241,11 @@ export class Store extends EventTarget {
   }
 
   /**
-   * A new connection: the node follows `ready` with the contacts that are online, so everyone
-   * known now is offline unless such a frame says otherwise. People met later stay unknown until
-   * a presence frame names them (the node reports changes, and has no way to ask).
+   * A new connection: the node follows `ready` with one frame listing the contacts that are
+   * online, so everyone known now is offline unless such a frame says otherwise. People met
+   * later stay unknown until a presence frame names them. Members of groups above the node's
+   * presence limit get no pushed presence: the app asks for a group's (`presence_query`) when
+   * the group is opened, so a big group's "n online" is as of that moment.
    */
   resetPresence() {
     this.presence.clear();
