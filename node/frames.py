@@ -7,6 +7,7 @@ the OpenAPI document); a test checks that both agree.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,22 @@ class EncodedMessage:
     @property
     def seq(self) -> int:
         return self.message.seq
+
+
+_LEN1 = struct.Struct("!BB").pack
+_LEN2 = struct.Struct("!BBH").pack
+_LEN3 = struct.Struct("!BBQ").pack
+
+
+def ws_text(payload: bytes) -> bytes:
+    """`payload` as one unmasked, unfragmented WebSocket text frame (RFC 6455 5.2), the bytes a
+    server writes to the socket: encoded once and written as they are to every recipient."""
+    n = len(payload)
+    if n < 126:
+        return _LEN1(0x81, n) + payload
+    if n < 65536:
+        return _LEN2(0x81, 126, n) + payload
+    return _LEN3(0x81, 127, n) + payload
 
 
 def message_from_json(data: bytes | str) -> Message:

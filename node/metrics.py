@@ -27,7 +27,7 @@ MESSAGES_DELIVERED = Counter(
 )
 DELIVERY_LATENCY = Histogram(
     "messenger_delivery_latency_seconds",
-    "From the message's commit to its frame written to a live device's socket",
+    "From a batch's commit to its frames written to live devices' sockets",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BACKLOG_SIZE = Histogram(

@@ -456,3 +456,79 @@ async def test_registry_close_stops_all_and_cancels_a_stuck_one() -> None:
     assert len(registry) == 0
     with pytest.raises(ActorStopped):
         registry.spawn("late", Recorder())
+
+
+# --- dormancy: no task while idle ----------------------------------------------------------------
+
+
+class Dormant(Recorder):
+    task_when_idle = False
+
+
+class DormantIdle(Idle):
+    task_when_idle = False
+
+
+async def no_task(ref: ActorRef[Any]) -> None:
+    """Wait (bounded) until the actor's task has ended with its mailbox empty."""
+    async with asyncio.timeout(WAIT):
+        while (task := ref.task) is not None:
+            await task
+
+
+async def test_an_idle_dormant_actor_holds_no_task_and_wakes_in_order(
+    registry: ActorRegistry,
+) -> None:
+    actor = Dormant()
+    ref = registry.spawn("d", actor)
+    await no_task(ref)
+    assert ref.alive and registry.get("d") is ref
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "test:d"]
+    for n in range(5):
+        ref.tell(n)
+    assert ref.task is not None  # a message woke it
+    assert await ref.ask("sync", timeout=WAIT) == [0, 1, 2, 3, 4]
+    await no_task(ref)
+    ref.tell(5)
+    assert await ref.ask("sync", timeout=WAIT) == [0, 1, 2, 3, 4, 5]
+    assert actor.starts == 1  # on_start once, not per wake-up
+    assert actor.stops == 0
+
+
+async def test_a_dormant_actor_restarts_after_a_crash_and_stops_on_close() -> None:
+    registry = ActorRegistry("test")
+    actor = Dormant()
+    ref = registry.spawn("d", actor, budget=RestartBudget(max_restarts=1))
+    await no_task(ref)
+    ref.tell(("raise", Boom()))
+    ref.tell("after")
+    assert await ref.ask("sync", timeout=WAIT) == ["after"]
+    assert actor.starts == 2
+    await no_task(ref)
+    async with asyncio.timeout(WAIT):
+        await registry.close(timeout=WAIT)  # wakes the dormant actor to drain and stop
+    await stopped(ref)
+    assert actor.stops == 1 and len(registry) == 0
+
+
+async def test_a_dormant_idle_actor_passivates_by_timer(registry: ActorRegistry) -> None:
+    actor = DormantIdle(allowed=True)
+    ref = registry.spawn("p", actor)
+    ref.tell(1)
+    await stopped(ref)
+    assert actor.seen == [1] and actor.stops == 1
+    assert registry.get("p") is None
+
+
+async def test_a_dormant_idle_actor_that_may_not_passivate_stays(registry: ActorRegistry) -> None:
+    actor = DormantIdle(allowed=False)
+    ref = registry.spawn("p", actor)
+    await no_task(ref)
+    await asyncio.sleep(DormantIdle.idle_timeout * 3)  # three idle periods: nothing happens
+    assert ref.alive and ref.task is None and registry.get("p") is ref
+    ref.tell(1)
+    assert await ref.ask("sync", timeout=WAIT) == [1]
+    actor.allowed = True  # decided anew when it next goes idle (after the next message)
+    ref.tell(2)
+    await stopped(ref)  # idle once more, and now it may passivate
+    assert actor.seen == [1, 2] and actor.stops == 1

@@ -131,6 +131,50 @@ async def test_every_device_of_every_group_member_gets_a_rest_message(api: Api) 
         assert await ws.messages(1, chat) == [r.body]
 
 
+async def test_a_group_burst_reaches_every_device_once_in_seq_order(api: Api) -> None:
+    """Concurrent senders make batches of several messages, each encoded once and written as
+    the same bytes to every member's every device: each device still sees each seq once, in
+    order, and nothing else."""
+    members = [await api.account() for _ in range(5)]
+    chat = await api.group(members[0], members[1:])
+    sockets = [await api.ws(u, d) for u in members for d in ("phone", "laptop")]
+    senders, per_sender = sockets[::3], 20
+    for n in range(per_sender):
+        for i, ws in enumerate(senders):
+            await ws.send_message(chat, f"{i}-{n}")
+    total = len(senders) * per_sender
+    for ws in sockets:
+        got = await ws.messages(total, chat, timeout=30)
+        assert seqs(got) == list(range(1, total + 1))
+    for ws in sockets:
+        await ws.quiet("message", 0.2)
+
+
+def _writer_and_user_tasks() -> list[str]:
+    names = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+    return [n for n in names if n.startswith(("ws-writer:", "users:"))]
+
+
+async def test_idle_connections_hold_no_writer_or_user_task(api: Api) -> None:
+    """A connected device with nothing to send holds no task of its own (the writer runs only
+    while something is queued) and neither does its user's actor; live messages still come."""
+    a, b, chat = await pair(api)
+    sockets = [await api.ws(a, "d1"), await api.ws(a, "d2"), await api.ws(b, "d1")]
+    for ws in sockets:
+        await processed(ws)
+    users = {f"users:{a.id}", f"users:{b.id}"}
+
+    async def settled() -> list[str]:
+        return [n for n in _writer_and_user_tasks() if n.startswith("ws-writer:") or n in users]
+
+    await poll(settled, lambda names: names == [])  # presence work of the connects finishes
+    await sockets[0].send_message(chat, "hello")
+    for ws in sockets:
+        assert seqs(await ws.messages(1, chat)) == [1]
+        await processed(ws)
+    await poll(settled, lambda names: names == [])
+
+
 async def test_two_senders_in_one_chat_interleave_in_seq_order(api: Api) -> None:
     a, b, chat = await pair(api)
     wa, wb, watch = await api.ws(a), await api.ws(b), await api.ws(b, "watch")

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from node import tracing
 from node.actors.commands import ChatCommand
-from node.frames import EncodedMessage
+from node.frames import EncodedMessage, ws_text
 
 
 class ClusterUnreachable(Exception):
@@ -121,9 +121,36 @@ class BatchMeta:
     trace: tracing.Carrier
 
 
+@dataclass(slots=True, frozen=True)
+class LiveBatch:
+    """Stored messages of one chat on their way to live devices, encoded once for all of them:
+    `frames[i]` is the `message` frame of seq `seqs[i]` (ascending), `wire` every frame as the
+    WebSocket bytes a server writes, back to back. `contiguous`: the seqs have no holes, so a
+    device that has everything up to `seqs[0] - 1` can take `wire` as it is."""
+
+    chat_id: int
+    seqs: tuple[int, ...]
+    frames: tuple[bytes, ...]
+    wires: tuple[bytes, ...]
+    wire: bytes
+    contiguous: bool
+    meta: BatchMeta | None = None
+
+    @classmethod
+    def of(
+        cls, chat_id: int, entries: Sequence[tuple[int, bytes]], meta: BatchMeta | None = None
+    ) -> LiveBatch:
+        ordered = sorted(entries)
+        seqs = tuple(seq for seq, _ in ordered)
+        payloads = tuple(frame for _, frame in ordered)
+        wires = tuple(ws_text(frame) for frame in payloads)
+        contiguous = not seqs or seqs[-1] - seqs[0] == len(seqs) - 1
+        return cls(chat_id, seqs, payloads, wires, b"".join(wires), contiguous, meta)
+
+
 class DeviceOutlet(Protocol):
-    """One connected device. Every method returns at once: it only queues (bounded) for the
-    device's own writer."""
+    """One connected device. Every method returns at once: it writes to the socket when that
+    needs no waiting and keeps order, else queues (bounded) for the device's writer."""
 
     @property
     def device_id(self) -> str: ...
@@ -131,9 +158,10 @@ class DeviceOutlet(Protocol):
     @property
     def epoch(self) -> int: ...
 
-    def offer_messages(
-        self, chat_id: int, entries: Sequence[tuple[int, bytes]], meta: BatchMeta | None = None
-    ) -> None: ...
+    def offer_batch(self, batch: LiveBatch) -> int:
+        """Hand over a chat's live batch; returns how many of its frames were written to the
+        socket at once (the rest, if any, are queued for the device's writer)."""
+        ...
 
     def offer_frame(self, frame: bytes) -> None: ...
 

@@ -14,6 +14,12 @@ handle to it. Guarantees:
   fails back to the caller and does not crash the actor.
 * Passivation: an actor idle for `idle_timeout` whose `may_passivate()` is true stops itself. The
   idle check and the closing of its mailbox happen without yielding, so no message is lost.
+* Dormancy: an actor with `task_when_idle = False` holds no task while its mailbox is empty (most
+  of a node's user actors, most of the time): its task ends once the mailbox is empty and a new
+  one starts when a message (or a stop) arrives. Order, batching and the phases are the same;
+  `on_start` runs once per start or restart, not per wake-up. Its idle timeout is a timer, armed
+  when it goes idle only if `may_passivate()` is true then (what decides it must change only
+  while the actor handles a message: an actor that may not passivate holds nothing at all).
 * Every message the actor took but did not handle goes to `undeliverable`: what was left in the
   mailbox when it terminates (escalation, start failure, stop on purpose), and the rest of a batch
   whose handler raised part-way. The default fails pending asks with `ActorStopped`; actors that
@@ -65,13 +71,14 @@ class Mailbox:
     """A bounded FIFO with one consumer (the actor's task). The queue itself exists only while
     something is in it: most actors are idle most of the time, and an empty deque costs ~0.7 KiB."""
 
-    __slots__ = ("_capacity", "_closed", "_items", "_waiter")
+    __slots__ = ("_capacity", "_closed", "_items", "_sleeper", "_waiter")
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[Any] | None = None
         self._capacity = capacity
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._sleeper: _Cell | None = None  # a dormant actor to wake at the next put or close
 
     def __len__(self) -> int:
         return len(self._items) if self._items is not None else 0
@@ -92,12 +99,16 @@ class Mailbox:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif self._sleeper is not None:
+            self._sleeper.wake()
 
     def close(self) -> None:
         self._closed = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif self._sleeper is not None:
+            self._sleeper.wake()
 
     def take(self, limit: int) -> list[Any]:
         items = self._items
@@ -160,6 +171,7 @@ class Actor(Generic[M]):
     mailbox_size: int = 1000
     batch_size: int = 1
     idle_timeout: float | None = None
+    task_when_idle: bool = True  # False: no task while the mailbox is empty (see the module doc)
 
     async def on_start(self) -> None:
         """Start phase: acquire what the actor needs. Raising counts as a crash."""
@@ -277,11 +289,13 @@ class ActorRegistry:
         ref: ActorRef[M] = ActorRef(key, mailbox)
         actor.ref = ref
         self._refs[key] = ref
-        ref.task = asyncio.get_running_loop().create_task(
-            self._run(ref, actor, mailbox, budget or RestartBudget(), on_exit),
-            name=f"actor:{key}",
-        )
+        self._activate(_Cell(self, ref, actor, mailbox, budget or RestartBudget(), on_exit))
         return ref
+
+    def _activate(self, cell: _Cell) -> None:
+        cell.ref.task = asyncio.get_running_loop().create_task(
+            self._run(cell), name=f"{self._name}:{cell.ref.key}"
+        )
 
     async def close(self, timeout: float) -> None:
         """Stop every actor (each drains its mailbox and runs on_stop), bounded by timeout."""
@@ -301,63 +315,80 @@ class ActorRegistry:
             )
             await asyncio.wait(pending)
 
-    async def _run(
-        self,
-        ref: ActorRef[M],
-        actor: Actor[M],
-        mailbox: Mailbox,
-        budget: RestartBudget,
-        on_exit: Callable[[ActorRef[M]], None] | None,
-    ) -> None:
+    async def _run(self, cell: _Cell) -> None:
         reason: Exception = ActorStopped("stopped")
         try:
-            while True:
-                try:
-                    await actor.on_start()
-                    await self._handle_until_stopped(actor, mailbox)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except StopActor as exc:
-                    reason = exc
-                    break
-                except Exception as exc:
-                    reason = exc
-                    if mailbox.closed or not budget.allow():
-                        log.error(
-                            "actor.escalated",
-                            exc_info=exc,
-                            extra={"actor": str(ref.key), "registry": self._name},
-                        )
-                        break
-                    log.warning("actor.restarted", exc_info=exc, extra={"actor": str(ref.key)})
-        finally:
-            mailbox.close()
-            if self._refs.get(ref.key) is ref:
-                del self._refs[ref.key]
-            leftovers = mailbox.take(len(mailbox))
-            try:
-                if leftovers:
-                    actor.undeliverable(leftovers, reason)
-                await actor.on_stop()
-            except Exception:
-                log.exception("actor.stop_failed", extra={"actor": str(ref.key)})
-            finally:
-                if on_exit is not None:
-                    on_exit(ref)
-                ref._set_stopped()
+            outcome = await self._live(cell)
+            if outcome is None:
+                return  # dormant: the cell wakes the actor with its next message
+            reason = outcome
+        except asyncio.CancelledError:
+            await self._terminate(cell, reason)
+            raise
+        await self._terminate(cell, reason)
 
-    async def _handle_until_stopped(self, actor: Actor[M], mailbox: Mailbox) -> None:
+    async def _live(self, cell: _Cell) -> Exception | None:
+        """Start (or restart) and handle messages; the reason to stop, or None when the actor
+        went dormant (its mailbox empty, its task about to end)."""
+        ref, actor, mailbox = cell.ref, cell.actor, cell.mailbox
+        while True:
+            try:
+                if not cell.started:
+                    await actor.on_start()
+                    cell.started = True
+                if await self._handle_until_stopped(actor, mailbox):
+                    cell.sleep()  # no await between the empty mailbox and this
+                    return None
+                return ActorStopped("stopped")
+            except asyncio.CancelledError:
+                raise
+            except StopActor as exc:
+                return exc
+            except Exception as exc:
+                cell.started = False
+                if mailbox.closed or not cell.budget.allow():
+                    log.error(
+                        "actor.escalated",
+                        exc_info=exc,
+                        extra={"actor": str(ref.key), "registry": self._name},
+                    )
+                    return exc
+                log.warning("actor.restarted", exc_info=exc, extra={"actor": str(ref.key)})
+
+    async def _terminate(self, cell: _Cell, reason: Exception) -> None:
+        ref, actor, mailbox = cell.ref, cell.actor, cell.mailbox
+        cell.cancel_timer()
+        mailbox._sleeper = None
+        mailbox.close()
+        if self._refs.get(ref.key) is ref:
+            del self._refs[ref.key]
+        leftovers = mailbox.take(len(mailbox))
+        try:
+            if leftovers:
+                actor.undeliverable(leftovers, reason)
+            await actor.on_stop()
+        except Exception:
+            log.exception("actor.stop_failed", extra={"actor": str(ref.key)})
+        finally:
+            if cell.on_exit is not None:
+                cell.on_exit(ref)
+            ref._set_stopped()
+
+    async def _handle_until_stopped(self, actor: Actor[Any], mailbox: Mailbox) -> bool:
+        """Until the mailbox is closed and drained (False), or, for an actor that holds no task
+        while idle, until it is empty (True)."""
         batch_size = actor.batch_size
         while True:
+            if not actor.task_when_idle and not mailbox and not mailbox.closed:
+                return True
             if not await mailbox.wait(actor.idle_timeout):
                 if actor.may_passivate():
                     mailbox.close()  # no await between the idle check and this
-                    return
+                    return False
                 continue
             batch = mailbox.take(batch_size)
             if not batch:  # closed and drained
-                return
+                return False
             if batch_size == 1:
                 message = batch[0]
                 if isinstance(message, Ask):
@@ -368,7 +399,7 @@ class ActorRegistry:
             await self._handle_batch(actor, batch)
 
     @staticmethod
-    async def _handle_batch(actor: Actor[M], batch: list[Any]) -> None:
+    async def _handle_batch(actor: Actor[Any], batch: list[Any]) -> None:
         """Plain messages in runs handed to `receive_batch`; each ask answered in its turn. If a
         run's handler raises, what comes after it in the batch goes to `undeliverable` before
         the crash is reported (the handler itself answers for the run it was given)."""
@@ -390,7 +421,7 @@ class ActorRegistry:
             start = end + 1
 
     @staticmethod
-    async def _answer(actor: Actor[M], ask: Ask) -> None:
+    async def _answer(actor: Actor[Any], ask: Ask) -> None:
         try:
             result = await actor.receive(ask.message)
         except asyncio.CancelledError:
@@ -403,3 +434,53 @@ class ActorRegistry:
             return
         if not ask.future.done():
             ask.future.set_result(result)
+
+
+class _Cell:
+    """An actor's running state, kept by its registry: what a dormant actor needs to wake."""
+
+    __slots__ = ("actor", "budget", "mailbox", "on_exit", "ref", "registry", "started", "timer")
+
+    def __init__(
+        self,
+        registry: ActorRegistry,
+        ref: ActorRef[Any],
+        actor: Actor[Any],
+        mailbox: Mailbox,
+        budget: RestartBudget,
+        on_exit: Callable[[ActorRef[Any]], None] | None,
+    ) -> None:
+        self.registry = registry
+        self.ref = ref
+        self.actor = actor
+        self.mailbox = mailbox
+        self.budget = budget
+        self.on_exit = on_exit
+        self.started = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def sleep(self) -> None:
+        """The actor's task ends now; the next put or close wakes it (and the idle timeout,
+        if any and the actor may passivate, is a timer meanwhile)."""
+        self.ref.task = None
+        self.mailbox._sleeper = self
+        timeout = self.actor.idle_timeout
+        if timeout is not None and self.actor.may_passivate():
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._idle)
+
+    def wake(self) -> None:
+        self.mailbox._sleeper = None
+        self.cancel_timer()
+        self.registry._activate(self)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _idle(self) -> None:
+        self.timer = None
+        if self.mailbox._sleeper is not self:
+            return
+        if self.actor.may_passivate():
+            self.mailbox.close()  # wakes the actor to drain (nothing) and stop

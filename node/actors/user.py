@@ -1,7 +1,8 @@
 """The user actor: this node's devices of one user.
 
 It exists while the user has a device connected here (and a little longer while an offline
-announcement is pending). It hands each delivery to every device's outbox (never blocking), keeps
+announcement is pending). It hands each ephemeral frame to every device's outbox (never
+blocking; stored messages go to the devices without this hop, `LocalUsers.deliver`), keeps
 the user's presence entry for this node in the cluster, announces online/offline transitions to
 the user's contacts, and closes a device's connection when the same device connects again (here
 or elsewhere). Devices are `DeviceOutlet`s: the WebSocket edge implements them.
@@ -11,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from node import frames
 from node.actors.ports import (
-    BatchMeta,
     ClusterUnreachable,
     Delivery,
     DeviceOutlet,
@@ -42,13 +41,6 @@ class Detach:
 
 
 @dataclass(slots=True, frozen=True)
-class DeliverMessages:
-    chat_id: int
-    entries: Sequence[tuple[int, bytes]]
-    meta: BatchMeta | None = None
-
-
-@dataclass(slots=True, frozen=True)
 class DeliverFrame:
     frame: bytes
     skip_device: str | None = None
@@ -70,9 +62,7 @@ class CheckOffline:
     pass
 
 
-UserMessage = (
-    Attach | Detach | DeliverMessages | DeliverFrame | DeviceTakenOver | Resync | CheckOffline
-)
+UserMessage = Attach | Detach | DeliverFrame | DeviceTakenOver | Resync | CheckOffline
 
 
 class UserActor(Actor[UserMessage]):
@@ -88,6 +78,8 @@ class UserActor(Actor[UserMessage]):
         "sessions",
         "user_id",
     )  # one per user with a device here: kept small
+
+    task_when_idle = False  # most users are idle most of the time: no task meanwhile
 
     def __init__(
         self,
@@ -121,10 +113,7 @@ class UserActor(Actor[UserMessage]):
             session.close(GOING_AWAY, "node shutting down")
 
     async def receive(self, message: UserMessage) -> None:
-        if isinstance(message, DeliverMessages):
-            for session in self.sessions.values():
-                session.offer_messages(message.chat_id, message.entries, message.meta)
-        elif isinstance(message, DeliverFrame):
+        if isinstance(message, DeliverFrame):
             for session in self.sessions.values():
                 if session.device_id != message.skip_device:
                     session.offer_frame(message.frame)

@@ -1,9 +1,12 @@
 """Delivery to users' devices across the cluster (the chat and user actors' `Delivery` port).
 
-Devices on this node get frames in-process, through their user actors; everything for other nodes
-and for dormant users' mailboxes goes through `Outbound`, one ordered, batched Redis script call
-for many chats (see `node.cluster.fanout`). Callers wait only for room in Outbound's bounded
-queue, never for Redis.
+Devices on this node get stored messages and ephemeral frames (typing, read marks) in-process,
+straight from here (`LocalUsers.deliver`: one batch encoded once, written to each socket that can
+take it at once; `LocalUsers.offer_frame`). Everything for other nodes and for dormant users'
+mailboxes goes through `Outbound`, one ordered, batched Redis script call for many chats (see
+`node.cluster.fanout`). Callers wait only for room in Outbound's bounded queue, never for Redis.
+Presence frames are the exception: they go through user actors (`node.cluster.presence_fanout`),
+so a change is never written before the snapshot its device is still waiting for.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from collections.abc import Sequence
 
 from node import tracing
 from node.actors.local_users import LocalUsers
-from node.actors.ports import BatchMeta
-from node.actors.user import DeliverFrame, DeliverMessages
+from node.actors.ports import BatchMeta, LiveBatch
 from node.cluster import envelopes
 from node.cluster.fanout import FanoutGroup, PushHint
 from node.cluster.identity import NodeIdentity
@@ -36,7 +38,7 @@ class Delivery:
         for the other nodes and the dormant members' mailboxes."""
         entries = [(e.seq, e.frame) for e in batch]
         meta = BatchMeta(time.time(), tracing.carrier())
-        self._users.tell_all(member_ids, DeliverMessages(chat_id, entries, meta))
+        self._users.deliver(member_ids, LiveBatch.of(chat_id, entries, meta))
         payload = envelopes.encode(
             envelopes.Deliver(
                 origin=self._node,
@@ -61,8 +63,7 @@ class Delivery:
         """An ephemeral frame for every connected device of these users (none is stored)."""
         if not user_ids:
             return
-        for uid in user_ids:
-            self._users.tell(uid, DeliverFrame(frame, skip_device if uid == skip_user else None))
+        self._users.offer_frame(user_ids, frame, skip_user=skip_user, skip_device=skip_device)
         payload = envelopes.encode(
             envelopes.UserFrame(
                 origin=self._node,

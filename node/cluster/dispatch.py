@@ -5,8 +5,8 @@ from __future__ import annotations
 from node import tracing
 from node.actors.commands import ChatSignalCommand
 from node.actors.local_users import LocalUsers
-from node.actors.ports import BatchMeta
-from node.actors.user import DeliverFrame, DeliverMessages, DeviceTakenOver
+from node.actors.ports import BatchMeta, LiveBatch
+from node.actors.user import DeviceTakenOver
 from node.cluster import envelopes
 from node.cluster.forwarding import Forwarder
 from node.cluster.identity import NodeIdentity
@@ -35,14 +35,14 @@ class Dispatcher:
                 "node.deliver", parent=envelope.trace, chat_id=envelope.chat_id, node=self._node
             ):
                 meta = BatchMeta(envelope.committed_at, tracing.carrier())
-            self._users.tell_all(
-                envelope.user_ids, DeliverMessages(envelope.chat_id, entries, meta)
-            )
+            self._users.deliver(envelope.user_ids, LiveBatch.of(envelope.chat_id, entries, meta))
         elif isinstance(envelope, envelopes.UserFrame):
-            frame = envelope.frame.encode()
-            for uid in envelope.user_ids:
-                skip = envelope.skip_device if uid == envelope.skip_user else None
-                self._users.tell(uid, DeliverFrame(frame, skip))
+            self._users.offer_frame(
+                envelope.user_ids,
+                envelope.frame.encode(),
+                skip_user=envelope.skip_user,
+                skip_device=envelope.skip_device,
+            )
         elif isinstance(envelope, envelopes.PresenceBatch):
             tell_watchers(self._users, envelope.changes, envelope.watchers)
         elif isinstance(envelope, envelopes.SendRequest):

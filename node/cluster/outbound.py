@@ -1,7 +1,9 @@
 """Everything this node sends through Redis for delivery, in order and batched.
 
 Fan-outs of every chat (and ephemeral frames) are queued here; one task sends everything waiting
-as one script call, so under load a single Redis round trip carries many chats' batches. Callers
+as one script call, so under load a single Redis round trip carries many chats' batches (while
+fan-outs arrive faster than `linger_above` per second it waits `linger`, about a millisecond,
+before taking the queue, so that each call carries several; below that rate nothing waits). Callers
 wait only for room in the bounded queue, never for Redis: delivery to other nodes is at-most-once
 anyway (Pub/Sub), and the record is PostgreSQL. A failed call is retried briefly, in order, then
 dropped and counted; devices on other nodes then catch up by hole filling or, when their node's
@@ -20,6 +22,7 @@ from typing import Protocol
 from node import metrics
 from node.cluster.connection import REDIS_DOWN
 from node.cluster.fanout import Fanout, FanoutGroup
+from node.load_gauge import LoadGauge
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,16 @@ class Outbound:
         push: PushSink | None = None,
         limit: int = 10_000,
         max_groups: int = 512,
+        linger: float = 0.001,
+        linger_above: float = 300.0,
     ) -> None:
         self._fanout = fanout
         self._push = push
         self._limit = limit
         self._max_groups = max_groups
+        self._linger = linger
+        self._linger_above = linger_above
+        self._load = LoadGauge()
         self._queue: deque[FanoutGroup] = deque()
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
@@ -64,6 +72,7 @@ class Outbound:
             self._room.clear()
             await self._room.wait()
         self._queue.append(group)
+        self._load.arrived()
         self._wakeup.set()
 
     async def drain(self, timeout: float = 5.0) -> None:
@@ -82,6 +91,8 @@ class Outbound:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self._linger and self._load.current() >= self._linger_above:
+                await asyncio.sleep(self._linger)  # under load: let more fan-outs join this call
             count = min(len(self._queue), self._max_groups)
             groups = [self._queue.popleft() for _ in range(count)]
             self._room.set()

@@ -6,6 +6,10 @@ transaction (`MessageStore.post_many`). Under light load a batch goes alone at o
 load batches pile up while a transaction is in flight and the next one carries them all, so the
 number of transactions (and PostgreSQL round trips) stays small whatever the number of chats.
 
+Batching adapts to load: while commits arrive faster than `linger_above` per second, a worker
+waits `linger` (about a millisecond) before taking what is queued, so one transaction carries
+several chats' batches where it would otherwise carry one; below that rate nothing waits.
+
 Each chat actor has at most one batch in flight, so the queue holds at most one entry per live
 chat. The chat actor stays the only writer of its chat's seq: it decides what goes into its batch
 and at which fencing epoch; the seqs are assigned by the transaction that stores the rows.
@@ -31,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from node.domain import PostResult, SendStatus
+from node.load_gauge import LoadGauge
 from node.storage.errors import (
     CONNECTION_ERRORS,
     ChatMissing,
@@ -55,12 +60,22 @@ class _Pending:
 
 class CommitPipeline:
     def __init__(
-        self, store: MessageStore, *, timeout: float, workers: int = 2, max_rows: int = 4096
+        self,
+        store: MessageStore,
+        *,
+        timeout: float,
+        workers: int = 2,
+        max_rows: int = 4096,
+        linger: float = 0.001,
+        linger_above: float = 300.0,
     ) -> None:
         self._store = store
         self.timeout = timeout
         self._workers = workers
         self._max_rows = max_rows
+        self._linger = linger
+        self._linger_above = linger_above
+        self._load = LoadGauge()
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self.transactions = 0
@@ -75,6 +90,7 @@ class CommitPipeline:
         message. Raises Fenced, ChatMissing or StoreUnavailable."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(ChatBatch(chat_id, epoch, messages), future))
+        self._load.arrived()
         self._wakeup.set()
         try:
             outcome = await asyncio.wait_for(future, self.timeout + _GRACE)
@@ -96,6 +112,8 @@ class CommitPipeline:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self._linger and self._load.current() >= self._linger_above:
+                await asyncio.sleep(self._linger)  # under load: let more batches join this one
             taken = self._take()
             if self._queue:
                 self._wakeup.set()  # more waiting: let another worker start on it

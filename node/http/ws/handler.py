@@ -1,8 +1,9 @@
 """`GET /api/v1/ws`: the WebSocket edge.
 
-The handler authenticates before the upgrade (401 otherwise), opens a device session whose writer
-task it owns, and reads frames: each is validated and handed to one service call. A refused frame
-is answered with an `error` frame and the connection stays open.
+The handler authenticates before the upgrade (401 otherwise), opens a device session (which
+writes to the socket, with a task of its own only while it has something queued), and reads
+frames: each is validated and handed to one service call. A refused frame is answered with an
+`error` frame and the connection stays open.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         raise errors.BadRequest("expected a WebSocket upgrade", code="upgrade_required")
     hub = request.app[DEVICES]
     session = await hub.open(user_id, device_id, ws, request.transport)
-    writer: asyncio.Task[None] | None = None
     reader = FrameReader(
         session,
         request.app[MESSAGES],
@@ -50,7 +50,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     )
     try:
         await ws.prepare(request)
-        writer = asyncio.get_running_loop().create_task(session.run(), name=f"ws-writer:{user_id}")
+        session.start()
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 await reader.handle(message.data)
@@ -61,6 +61,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         try:
             await reader.close()  # the read marks still held go out (bounded)
         finally:
+            writer = session.writer  # the close, or what was queued before it
             if writer is not None:
                 await _stop_writer(writer, user_id)
             if not ws.closed and ws.prepared:

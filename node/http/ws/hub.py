@@ -1,7 +1,8 @@
 """Connected devices on this node: opening and closing device sessions.
 
 The hub creates each session (bumping the device's epoch in PostgreSQL, so an older connection of
-the same device anywhere is superseded), attaches it to the user's actor (started if needed), and
+the same device anywhere is superseded), attaches it to the user's actor (started if needed) and
+to the node's live delivery (`LocalUsers.attach`), and
 on shutdown closes every socket with 1001 so clients reconnect elsewhere.
 """
 
@@ -47,12 +48,14 @@ class DeviceHub:
             self._users.ensure(user_id, self._user_actor).tell(Attach(session))
         except (MailboxFull, ActorStopped):
             raise errors.Unavailable("try again") from None
+        self._users.attach(user_id, session)
         self.sessions.add(session)
         log.info("device.connected", extra={"user_id": user_id, "device": device_id})
         return session
 
     def close(self, session: DeviceSession) -> None:
         self.sessions.discard(session)
+        self._users.detach(session.user_id, session)
         session.close(WSCloseCode.GOING_AWAY, "closing")
         self._users.tell(session.user_id, Detach(session))
         log.info(

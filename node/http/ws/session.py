@@ -1,14 +1,18 @@
-"""One connected device: a bounded outbox and the writer task that empties it into the socket.
-It is the `DeviceOutlet` its user actor delivers to (`node.actors.ports`).
+"""One connected device: a bounded outbox, written to the socket in order.
+It is the `DeviceOutlet` delivery hands live batches to (`node.actors.ports`).
 
-The writer is the only code that writes to the socket, so everything a device receives is ordered
-by one task. It first sends `ready`, then the backlog (everything this device has not acked:
-from the dormant user's Redis mailbox where that holds every needed seq, else from PostgreSQL),
-then whatever was offered meanwhile and afterwards.
+Everything a device receives is ordered: the writer first sends `ready`, then the backlog
+(everything this device has not acked: from the dormant user's Redis mailbox where that holds
+every needed seq, else from PostgreSQL), then whatever was offered meanwhile and afterwards. There
+is a writer task only while something waits to be written: an idle connection holds none. When
+no writer runs, nothing is queued and the socket's write buffer is short, a live batch that
+continues a chat is written at once by the caller (`offer_batch`), as bytes encoded once for all
+recipients; anything else (a hole to fill, a chat first seen, a socket that does not keep up)
+goes through the outbox and a writer task started for it.
 
 Per chat the session keeps `sent`: the highest seq this connection has written (or the device's
-acked position). At write time a message at or below it is skipped (never one message twice in
-one connection) and a message above `sent + 1` first has the hole filled from PostgreSQL (live
+acked position). A message at or below it is skipped (never one message twice in one
+connection) and a message above `sent + 1` first has the hole filled from PostgreSQL (live
 delivery over Pub/Sub may lose messages; the record may not). So within a chat frames go out in
 seq order with no gaps, whatever path each message took.
 
@@ -22,13 +26,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from node import frames, metrics, tracing
-from node.actors.ports import BatchMeta
+from node.actors.ports import BatchMeta, LiveBatch
 from node.domain import ChatPosition
 from node.errors import NotMember, ValidationFailed
 from node.services.device_sync import DeviceSync
@@ -43,6 +46,33 @@ _FILLED = metrics.MESSAGES_DELIVERED.labels(path="fill")
 
 
 _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
+# a live batch is written by its caller only while the socket's write buffer holds less than
+# this; beyond it the writer task takes over and waits for the socket to drain
+_DIRECT_BUFFER_LIMIT = 16 * 1024
+
+
+class WriteFlusher:
+    """Writes written "now" go out at the end of the event loop's current pass: what one pass
+    gives a socket (a sender's own message and its `sent`, several chats' batches) is one
+    write, one system call. One per node; sessions join when they first hold bytes in a pass."""
+
+    __slots__ = ("_scheduled", "_sessions")
+
+    def __init__(self) -> None:
+        self._sessions: list[DeviceSession] = []
+        self._scheduled = False
+
+    def add(self, session: DeviceSession) -> None:
+        self._sessions.append(session)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        sessions, self._sessions = self._sessions, []
+        self._scheduled = False
+        for session in sessions:
+            session.flush()
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +82,7 @@ class SessionDeps:
     backlog_limit: int
     outbox_limit: int
     abort_after: float = 2.0  # a socket that cannot take its close frame is cut after this
+    flusher: WriteFlusher = field(default_factory=WriteFlusher)
 
 
 class DeviceSession:
@@ -63,9 +94,11 @@ class DeviceSession:
         "_mailbox_count",
         "_mailbox_high",
         "_outbox",
+        "_pending",
+        "_started",
+        "_task",
         "_traces",
         "_transport",
-        "_waiter",
         "_ws",
         "acked",
         "delivered",
@@ -90,7 +123,9 @@ class DeviceSession:
         self._transport = transport
         self._deps = deps
         self._outbox: deque[_Item] | None = None  # made on demand: idle sockets are the norm
-        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the writer, while it has work
+        self._started = False
+        self._pending: bytes | list[bytes] | None = None  # written now, sent at the pass's end
         self._close_code: int | None = None
         self._close_reason = ""
         self.sent: dict[int, int] = {}
@@ -112,18 +147,88 @@ class DeviceSession:
     def outbox_depth(self) -> int:
         return len(self._outbox) if self._outbox is not None else 0
 
-    # --- offered by the user actor (never block) -----------------------------------------------
+    # --- offered by delivery (never block) ----------------------------------------------------
 
-    def offer_messages(
-        self, chat_id: int, entries: Sequence[tuple[int, bytes]], meta: BatchMeta | None = None
-    ) -> None:
-        sent = self.sent.get(chat_id, -1)
-        for seq, frame in entries:
-            if seq > sent:
+    def offer_batch(self, batch: LiveBatch) -> int:
+        """Write the batch now if that keeps order and needs no waiting; else queue it. Returns
+        the number of frames written now."""
+        if self._close_code is not None:
+            return 0
+        chat_id, seqs = batch.chat_id, batch.seqs
+        if not seqs:
+            return 0
+        sent = self.sent.get(chat_id)
+        if sent is not None and seqs[-1] <= sent:
+            return 0  # all of it already went out (e.g. with the backlog)
+        meta = batch.meta
+        if (
+            sent is not None
+            and batch.contiguous
+            and seqs[0] <= sent + 1
+            and (meta is None or not meta.trace)
+            and self._may_write_now()
+        ):
+            skip = sent + 1 - seqs[0]
+            self._write_now(batch.wire if skip == 0 else b"".join(batch.wires[skip:]))
+            self.sent[chat_id] = seqs[-1]
+            written = len(seqs) - skip
+            self.delivered += written
+            return written
+        floor = -1 if sent is None else sent
+        for seq, frame in zip(seqs, batch.frames, strict=True):
+            if seq > floor:
                 self._push((_MSG, chat_id, seq, frame, meta))
+        return 0
 
     def offer_frame(self, frame: bytes) -> None:
+        """An ephemeral frame: written now when nothing is queued before it, else queued."""
+        if self._close_code is None and self._may_write_now():
+            self._write_now(frames.ws_text(frame))
+            return
         self._push((_FRAME, 0, 0, frame, None))
+
+    def _may_write_now(self) -> bool:
+        """Nothing queued or being written, the backlog sent, the socket open and keeping up:
+        what is offered now may be written now, in order."""
+        transport = self._transport
+        return (
+            self._task is None
+            and self._started
+            and self._outbox is None
+            and transport is not None
+            and not self._ws.closed
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < _DIRECT_BUFFER_LIMIT  # type: ignore[attr-defined]
+        )
+
+    def _write_now(self, data: bytes) -> None:
+        """Into this pass's bytes for the socket (`flush` writes them, in order)."""
+        pending = self._pending
+        if pending is None:
+            self._pending = data  # the usual case: one write in a pass, no list
+            self._deps.flusher.add(self)
+        elif isinstance(pending, list):
+            pending.append(data)
+        else:
+            self._pending = [pending, data]
+
+    def flush(self) -> None:
+        """Write what this pass gave the socket, as one write; dropped if the socket is closing
+        (the device resumes from its cursors)."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._ws.closed:
+            return
+        try:
+            transport.write(  # type: ignore[attr-defined]
+                b"".join(pending) if isinstance(pending, list) else pending
+            )
+        except Exception as exc:  # the socket is going away: the reader ends the session
+            log.info("session.write_stopped", extra={"user_id": self.user_id, "error": repr(exc)})
+            self.close(WSCloseCode.GOING_AWAY, "write failed")
 
     def request_resync(self) -> None:
         """Compare every chat with PostgreSQL and fill what this connection missed."""
@@ -134,7 +239,7 @@ class DeviceSession:
         writing to a client that does not read, the connection is cut after `abort_after`."""
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
-            self._wake()
+            self._ensure_writer()
             self._abort_timer = asyncio.get_running_loop().call_later(
                 self._deps.abort_after, self._abort
             )
@@ -159,19 +264,15 @@ class DeviceSession:
             self.close(WSCloseCode.TRY_AGAIN_LATER, "outbox overflow: reconnect to resume")
             return
         outbox.append(item)
-        self._wake()
+        self._ensure_writer()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+    def _ensure_writer(self) -> None:
+        """A writer task for what was queued (or the close), unless one runs or the session
+        has not started yet (`start` begins with the backlog, then the outbox)."""
+        if self._task is None and self._started:
+            self._task = asyncio.get_running_loop().create_task(
+                self._write_outbox(), name=f"ws-writer:{self.user_id}"
+            )
 
     # --- acks, from the socket's reader --------------------------------------------------------
 
@@ -203,17 +304,34 @@ class DeviceSession:
 
     # --- the writer task -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """The writer: ready, backlog, then the outbox, until the socket closes."""
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The writer task, while there is one (it ends when the outbox is empty)."""
+        return self._task
+
+    def start(self) -> None:
+        """The socket is open: send ready and the backlog, then what was offered meanwhile."""
+        self._started = True
+        self._task = asyncio.get_running_loop().create_task(
+            self._write_outbox(first=True), name=f"ws-writer:{self.user_id}"
+        )
+
+    async def _write_outbox(self, *, first: bool = False) -> None:
+        """The writer: (first) ready and the backlog; then the outbox until it is empty, when
+        the task ends; or the close, once asked for."""
         try:
-            await self._send(frames.ready_frame(self.user_id, self.device_id, self._deps.node_id))
-            await self._sync()
+            if first:
+                await self._send(
+                    frames.ready_frame(self.user_id, self.device_id, self._deps.node_id)
+                )
+                await self._sync()
             while self._close_code is None:
                 outbox = self._outbox
                 if not outbox:
+                    # no await from here to the task's end: an offer after this starts a new one
                     self._outbox = None
-                    await self._wait()
-                    continue
+                    self._task = None
+                    return
                 kind, chat_id, seq, frame, meta = outbox.popleft()
                 if kind == _MSG:
                     await self._write_message(chat_id, seq, frame, meta)
@@ -223,20 +341,30 @@ class DeviceSession:
                     await self._resync()
                 else:
                     await self._trim_mailbox()
+            self.flush()
             await self._ws.close(code=self._close_code, message=self._close_reason.encode())
         except _WRITE_ERRORS as exc:
             log.info("session.write_stopped", extra={"user_id": self.user_id, "error": str(exc)})
+            self._stopped_writing()
             await self._ws.close()
         except Exception:  # e.g. PostgreSQL down while reading the backlog: let the device retry
             log.exception(
                 "session.failed", extra={"user_id": self.user_id, "device": self.device_id}
             )
+            self._stopped_writing()
             await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"try again")
-        finally:
-            if self._abort_timer is not None:
-                self._abort_timer.cancel()
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+
+    def _stopped_writing(self) -> None:
+        """The socket failed: nothing more is written or queued (the reader ends the session)."""
+        if self._close_code is None:
+            self._close_code, self._close_reason = WSCloseCode.GOING_AWAY, "write failed"
+        self._outbox = None
 
     async def _send(self, frame: bytes) -> None:
+        if self._pending is not None:
+            self.flush()  # what was written "now" goes first
         await self._ws.send_frame(frame, WSMsgType.TEXT)
 
     async def _write_message(

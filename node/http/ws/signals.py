@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class SignalThrottle:
+    __slots__ = ("_clock", "_interval", "_pending", "_read", "_typing")  # one per connection
+
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._clock = clock
@@ -83,20 +85,29 @@ class ReadFlusher:
     """Sends a connection's held read marks when their interval is over. One task at most, made
     when a mark is held and ending when none is; `close` sends what is still held (bounded)."""
 
+    __slots__ = ("_closing", "_send", "_task", "_throttle")  # one per connection
+
     def __init__(self, throttle: SignalThrottle, send: SendRead) -> None:
         self._throttle = throttle
         self._send = send
         self._task: asyncio.Task[None] | None = None
-        self._closing = asyncio.Event()
+        # made with the first task: most connections never hold a mark, and an Event costs ~0.8 KiB
+        self._closing: asyncio.Event | None = None
 
     def wake(self) -> None:
         """A mark was held: make sure it will be sent."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-read-flush")
+            if self._closing is None:
+                self._closing = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self._closing), name="ws-read-flush"
+            )
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send every mark still held and stop, within `timeout` seconds (then the task is
         cancelled)."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
         self._closing.set()
         try:
             async with asyncio.timeout(timeout):
@@ -111,13 +122,13 @@ class ReadFlusher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
 
-    async def _run(self) -> None:
+    async def _run(self, closing: asyncio.Event) -> None:
         while (delay := self._throttle.next_due()) is not None:
-            if not self._closing.is_set():
+            if not closing.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
-                        await self._closing.wait()
-            await self._flush(all_held=self._closing.is_set())
+                        await closing.wait()
+            await self._flush(all_held=closing.is_set())
 
     async def _flush(self, *, all_held: bool = False) -> None:
         for chat_id, seq in self._throttle.due(all_held=all_held):
