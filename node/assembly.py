@@ -174,7 +174,7 @@ def assemble(
         )
 
     chats = ActorRegistry("chats")
-    owners = RemoteOwners()
+    owners = RemoteOwners(view, ttl=settings.lease_ttl)
     forwarder = Forwarder(identity, publisher, owners, timeout=settings.forward_timeout)
     placement = ChatPlacement(
         identity,

@@ -1,7 +1,9 @@
 """The chat actor: the only writer of its chat's seq, with group commit.
 
 It starts by claiming the chat (a lease in the cluster's directory) and bumping the chat's fencing
-epoch in PostgreSQL; every batch it stores carries that epoch, so if another node took the chat
+epoch in PostgreSQL (both batched with every other chat starting meanwhile: one Redis call and
+one pair of statements for many chats, `Directory` and `ChatActivations`);
+every batch it stores carries that epoch, so if another node took the chat
 over (this one paused or cut off) the database refuses the write and this actor stops and hands
 what it held back to be routed to the new owner.
 
@@ -39,11 +41,14 @@ from node.actors.ports import (
     OwnershipUnavailable,
 )
 from node.actors.runtime import Actor, StopActor
+from node.batching import BatcherClosed
 from node.domain import SendStatus
 from node.storage import DATABASE_ERRORS, ChatMissing, Fenced, NewMessage, Storage, StoreUnavailable
 from node.storage.group_commit import CommitPipeline
 
 log = logging.getLogger(__name__)
+
+_ACTIVATION_FAILED: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, BatcherClosed)
 
 
 class ChatMoved(StopActor):
@@ -98,16 +103,17 @@ class ChatActor(Actor[ChatCommand]):
             raise ChatUnavailable(f"directory unavailable: {exc}") from None
         try:
             async with asyncio.timeout(self._committer.timeout):  # sends wait in the mailbox
-                epoch = await self._storage.chats.take_ownership(self.chat_id)
-                if epoch is not None:
-                    self._epoch = epoch
-                    await self._load_members()
-        except DATABASE_ERRORS as exc:
+                # batched with every other chat starting meanwhile (`ChatActivations`)
+                activation = await self._storage.activations.activate(self.chat_id)
+        except _ACTIVATION_FAILED as exc:
             await self._ownership.release(self._claim)
             raise ChatUnavailable(f"database unavailable: {exc!r}") from None
-        if epoch is None:
+        if activation is None:
             await self._ownership.release(self._claim)
             raise ChatGone(f"chat {self.chat_id} does not exist")
+        epoch = self._epoch = activation.epoch
+        self._members_version, self._joined = activation.members_version, activation.joined
+        self._members = list(self._joined)
         metrics.OWNERSHIP_CHANGES.labels(change="taken").inc()
         log.info("chat.activated", extra={"chat_id": self.chat_id, "epoch": epoch})
 

@@ -46,7 +46,7 @@ class Dispatcher:
         elif isinstance(envelope, envelopes.PresenceBatch):
             tell_watchers(self._users, envelope.changes, envelope.watchers)
         elif isinstance(envelope, envelopes.SendRequest):
-            await self._placement.route(self._forwarder.remote_command(envelope))
+            await self._placement.route(self._forwarder.remote_command(envelope), from_peer=True)
         elif isinstance(envelope, envelopes.SendReply):
             self._forwarder.on_reply(envelope)
         elif isinstance(envelope, envelopes.ChatSignal):
@@ -57,7 +57,8 @@ class Dispatcher:
                     envelope.device_id,
                     envelope.signal,
                     envelope.seq,
-                )
+                ),
+                from_peer=True,
             )
         elif isinstance(envelope, envelopes.DeviceTaken):
             self._users.tell(envelope.user_id, DeviceTakenOver(envelope.device_id, envelope.epoch))

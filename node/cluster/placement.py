@@ -2,7 +2,11 @@
 
 A command for a chat goes to this node's chat actor when there is one, or when the chat's lease is
 free (or ours, or its holder is dead) — then an actor is started here and claims the lease; else
-it is forwarded to the owner (`Forwarder`). Commands a chat actor hands back (it lost the chat, or
+it is forwarded to the owner (`Forwarder`). The owner is looked up in this node's memory of remote
+owners (`RemoteOwners`, see there for when an entry is dropped), else in the directory (one
+batched Redis read for every look-up meanwhile); a command another node forwarded here is always
+looked up in the directory, so one forwarded on a stale memory reaches the current owner.
+Commands a chat actor hands back (it lost the chat, or
 stopped while holding them) are routed again by `run`, at most `_MAX_HOPS` times each.
 
 Every send that cannot be placed is answered at once: `unavailable` when the directory cannot be
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from node.actors.chat import ChatActor
 from node.actors.commands import ChatCommand, fail_sends
-from node.actors.ports import Handback
+from node.actors.ports import Handback, OwnershipUnavailable
 from node.actors.runtime import ActorRef, ActorRegistry, ActorStopped, MailboxFull
 from node.cluster.connection import REDIS_DOWN
 from node.cluster.directory import Directory
@@ -28,7 +32,7 @@ from node.cluster.owners import RemoteOwners
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = REDIS_DOWN
+_UNRESOLVED: tuple[type[BaseException], ...] = (*REDIS_DOWN, OwnershipUnavailable)
 _MAX_HOPS = 3
 
 ChatActorFactory = Callable[[int, Handback], ChatActor]
@@ -54,13 +58,17 @@ class ChatPlacement:
         self._handed_back: deque[ChatCommand] = deque()
         self._wakeup = asyncio.Event()
 
-    async def route(self, command: ChatCommand, *, attempts: int = 2) -> None:
+    async def route(
+        self, command: ChatCommand, *, attempts: int = 2, from_peer: bool = False
+    ) -> None:
         """Hand a command to its chat's owner, here or elsewhere. A send's outcome comes back
-        through `command.answer`."""
+        through `command.answer`. `from_peer`: another node forwarded it here, maybe on a stale
+        memory of the owner: look the owner up in the directory, not in this node's memory
+        (`RemoteOwners`), so a command never bounces between two stale memories."""
         for _ in range(attempts):
             try:
-                target = await self._resolve(command.chat_id)
-            except _REDIS_DOWN as exc:
+                target = await self._resolve(command.chat_id, from_peer=from_peer)
+            except _UNRESOLVED as exc:
                 log.warning("route.directory_unavailable", extra={"error": str(exc)})
                 fail_sends([command], "unavailable")
                 return
@@ -80,14 +88,14 @@ class ChatPlacement:
                 continue  # it was stopping: resolve again
         fail_sends([command], "unavailable")
 
-    async def _resolve(self, chat_id: int) -> ActorRef[ChatCommand] | str:
+    async def _resolve(self, chat_id: int, *, from_peer: bool) -> ActorRef[ChatCommand] | str:
         ref: ActorRef[ChatCommand] | None = self._chats.get(chat_id)
         if ref is not None:
             return ref
-        cached = self._owners.get(chat_id)
+        cached = None if from_peer else self._owners.get(chat_id)
         if cached is not None:
             return cached
-        owner = await self._directory.owner(chat_id)
+        owner = await self._directory.owner(chat_id)  # batched with other look-ups meanwhile
         ref = self._chats.get(chat_id)  # someone may have started it while we awaited
         if ref is not None:
             return ref

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from node.storage.activations import Activation, ChatActivations
 from node.storage.batched_reads import BatchedReads
 from node.storage.chats import ChatStore, UnknownUser
 from node.storage.cursors import CursorStore
@@ -25,7 +26,9 @@ from node.storage.users import UsernameTaken, UserStore
 __all__ = [
     "CONNECTION_ERRORS",
     "DATABASE_ERRORS",
+    "Activation",
     "BatchedReads",
+    "ChatActivations",
     "ChatBatch",
     "ChatMissing",
     "ChatStore",
@@ -55,6 +58,7 @@ class Storage:
     messages: MessageStore
     cursors: CursorStore
     reads: BatchedReads  # a connecting device's reads, batched across devices
+    activations: ChatActivations  # chat actors' epoch bumps and member reads, batched
 
     @classmethod
     def over(cls, pool: asyncpg.Pool) -> Storage:
@@ -66,11 +70,13 @@ class Storage:
             messages=MessageStore(pool),
             cursors=CursorStore(pool),
             reads=BatchedReads(pool),
+            activations=ChatActivations(pool),
         )
 
     async def aclose(self) -> None:
-        """Stop the batched reads (before the pool closes)."""
+        """Stop the batched reads and activations (before the pool closes)."""
         await self.reads.aclose()
+        await self.activations.aclose()
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
