@@ -41,7 +41,8 @@ class Cluster:
         await asyncio.gather(*(n.wait_healthy() for n in started))
         return started
 
-    def launch(self, port: int | None = None) -> NodeProcess:
+    def launch(self, port: int | None = None, **settings: str) -> NodeProcess:
+        """A node; `settings` override the environment (e.g. MESSENGER_LEASE_TTL="6")."""
         index = len(self.nodes)
         env = {
             "MESSENGER_HOST": "127.0.0.1",
@@ -57,6 +58,7 @@ class Cluster:
             "MESSENGER_LEASE_TTL": "2",
             "MESSENGER_HEARTBEAT_INTERVAL": "0.3",
             "MESSENGER_PRESENCE_GRACE": "0.2",
+            **settings,
         }
         node = NodeProcess(env, self.tmp_path / f"n{index}.log").start()
         self.nodes.append(node)

@@ -13,6 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.cluster import keys
+from node.cluster.connection import RedisBackend
 from node.embedded import EmbeddedPostgres, EmbeddedRedis
 from node.storage import apply_migrations
 from tests.cluster_support import (
@@ -143,6 +145,48 @@ async def test_receivers_node_killed_mid_stream_loses_nothing(
     assert sorted(confirmed) == list(range(1, 201))
     await again.quiet("message", within=0.3)
     await api_a.close()
+
+
+async def test_a_send_forwarded_on_a_stale_owner_memory_is_routed_again(
+    cluster_factory: Callable[[str, str], Cluster],
+    database_url: str,
+    any_redis_url: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A remembers that B owns the chat (it forwarded a send there). B's chat actor goes idle
+    and gives the chat up; C takes it. A's memory is now stale while B lives: A's next send goes
+    to B, which looks the owner up in the directory (not in its own memory) and hands it on to
+    C. The send is accepted at once (no 503), in order, and C keeps the chat (no takeover)."""
+    cluster = cluster_factory(database_url, any_redis_url)
+    # a long lease (A's memory lasts as long), actors that go idle fast
+    quick = {"MESSENGER_LEASE_TTL": "15", "MESSENGER_ACTOR_IDLE_TIMEOUT": "0.5"}
+    a, b, c = (cluster.launch(**quick) for _ in range(3))
+    await asyncio.gather(*(n.wait_healthy() for n in (a, b, c)))
+    api_a, api_b, api_c = Api(http, a.url), Api(http, b.url), Api(http, c.url)
+    alice, bob, chat = await pair(api_a)
+    lease = keys.lease("chat", int(chat))
+    redis = RedisBackend.connect(any_redis_url, timeout=5.0)
+    try:
+        assert (await api_b.send(bob, chat, "b owns it")).status == 201
+        assert (await api_a.send(alice, chat, "a forwards to b")).status == 201  # A remembers B
+        async with asyncio.timeout(10):  # B's actor stops idle and releases the lease
+            while await redis.client.exists(lease):  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.05)
+        assert (await api_c.send(bob, chat, "c owns it")).status == 201
+        held_by_c = await redis.client.get(lease)
+        epoch = await chat_epoch(database_url, chat)
+
+        stale = await api_a.send(alice, chat, "a on a stale memory")
+        assert stale.status == 201 and stale.body["seq"] == 4
+        assert "route.forwarded_again" in b.log_path.read_text()  # it did go to B first
+        assert await redis.client.get(lease) == held_by_c
+        assert await chat_epoch(database_url, chat) == epoch  # nobody took the chat over
+        rows = await message_rows(database_url, chat)
+        assert [r["seq"] for r in rows] == [1, 2, 3, 4]
+    finally:
+        await redis.aclose()
+        for api in (api_a, api_b, api_c):
+            await api.close()
 
 
 async def test_owner_paused_past_its_lease_cannot_write_with_a_stale_token(

@@ -221,3 +221,37 @@ async def test_a_lease_lost_in_a_failover_is_fenced_by_postgres(
     await a.directory.renew_all()
     assert a.lost == [keys.lease("chat", chat)] and not held_by_a.valid()
     assert await redis.get(keys.lease("chat", chat)) == b.me.encode()
+
+
+async def test_many_chats_claimed_at_once_take_one_redis_call(
+    redis: RedisClient, nodes: Callable[..., Node]
+) -> None:
+    """500 chats activated together: their claims, then their owner look-ups, then their
+    releases each share one Redis round trip (one script call, or one pipeline on a Redis
+    Cluster), and each chat gets its own answer: held by a live node -> HeldElsewhere, held by
+    a dead one -> taken, free -> taken."""
+    a, b, gone = nodes("a"), nodes("b"), nodes("gone")
+    await b.claim(7)
+    await gone.claim(8)
+    gone.die()
+    chats = range(1, 501)
+    before = a.directory.calls
+    results = await asyncio.gather(*(a.claim(i) for i in chats), return_exceptions=True)
+    assert a.directory.calls - before == 1  # 500 without batching
+    refused = results[7 - 1]
+    assert isinstance(refused, HeldElsewhere) and refused.holder == b.me
+    held = [r for r in results if isinstance(r, Lease)]
+    assert len(held) == 499 and all(lease.valid() for lease in held)
+    assert await redis.get(keys.lease("chat", 8)) == a.me.encode()  # the dead node's, taken
+
+    before = a.directory.calls
+    owners = await asyncio.gather(*(a.directory.owner(i) for i in chats))
+    assert a.directory.calls - before == 1
+    assert owners == [b.me if i == 7 else a.me for i in chats]
+
+    before = a.directory.calls
+    await asyncio.gather(*(a.directory.release(lease) for lease in held))
+    assert a.directory.calls - before == 1
+    assert len(a.directory) == 0
+    assert await redis.exists(*(lease.key for lease in held)) == 0
+    assert await redis.get(keys.lease("chat", 7)) == b.me.encode()  # b's is left alone

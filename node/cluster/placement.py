@@ -76,6 +76,10 @@ class ChatPlacement:
                 fail_sends([command], "unavailable")
                 return
             if isinstance(target, str):
+                if from_peer:  # forwarded here on a stale memory: on to the current owner
+                    log.info(
+                        "route.forwarded_again", extra={"chat_id": command.chat_id, "to": target}
+                    )
                 await self._forwarder.forward(target, command)
                 return
             try:
