@@ -129,6 +129,7 @@ def _safe(url: str) -> str:
 async def _serve(settings: Settings, listeners: list[socket.socket]) -> int:
     from aiohttp import web
 
+    from node import gc_schedule
     from node.app import build_app
 
     loop = asyncio.get_running_loop()
@@ -179,6 +180,7 @@ async def _serve(settings: Settings, listeners: list[socket.socket]) -> int:
             print(f"node failed to start: {exc}", file=sys.stderr)
             return code
         serving = True
+        gc_schedule.tune()  # see there: long full collections stall a node with many sockets
         address = listeners[0].getsockname()
         print(banner(settings, (address[0], address[1]), os.getpid()), flush=True)
         await stop.wait()
