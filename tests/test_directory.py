@@ -255,3 +255,15 @@ async def test_many_chats_claimed_at_once_take_one_redis_call(
     assert len(a.directory) == 0
     assert await redis.exists(*(lease.key for lease in held)) == 0
     assert await redis.get(keys.lease("chat", 7)) == b.me.encode()  # b's is left alone
+
+
+async def test_a_chat_claimed_again_while_its_release_is_in_flight_stays_held(
+    redis: RedisClient, nodes: Callable[..., Node]
+) -> None:
+    """An actor stops (its release queued) and a new actor of the same chat claims it at once:
+    the release must not delete the new claim (same holder) whatever order the batches take."""
+    a = nodes("a")
+    old = await a.claim()
+    _, new = await asyncio.gather(a.directory.release(old), a.claim())
+    assert new.valid() and not old.valid() and len(a.directory) == 1
+    assert await redis.get(KEY) == a.me.encode()

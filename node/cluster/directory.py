@@ -133,6 +133,7 @@ class Directory:
         self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
         self._leases: dict[str, Lease] = {}
+        self._releasing: dict[str, asyncio.Future[None]] = {}  # key -> its release is done
         self._acquire = SlotScript(backend, _ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = SlotScript(backend, _RELEASE)
@@ -157,6 +158,9 @@ class Directory:
         """Hold the chat from now on; `on_lost` runs if a renewal finds another node holding it.
         Raises HeldElsewhere (a live node has it) or OwnershipUnavailable (Redis)."""
         key = keys.lease("chat", chat_id)
+        releasing = self._releasing.get(key)
+        if releasing is not None:  # this node's release of it goes first, or it would delete
+            await asyncio.shield(releasing)  # the new claim (same holder) once it runs
         try:
             ok, holder, sent_at = await self._claims(key)
         except _UNAVAILABLE as exc:
@@ -182,7 +186,8 @@ class Directory:
 
     async def release(self, claim: Claim) -> None:
         """Give the lease up. A lease this node has since taken again for the same key (a new
-        actor) is left alone."""
+        actor) is left alone: a claim of a key this node is releasing waits for the release
+        (releases and claims go out in separate batches, in no fixed order)."""
         assert isinstance(claim, Lease), claim
         lease = claim
         lease.lost = True
@@ -190,10 +195,16 @@ class Directory:
         if current is not lease:
             return
         del self._leases[lease.key]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releasing[lease.key] = done
         try:
             await self._releases(lease.key)
         except _UNAVAILABLE as exc:
             log.warning("lease.release_failed", extra={"key": lease.key, "error": str(exc)})
+        finally:
+            if self._releasing.get(lease.key) is done:
+                del self._releasing[lease.key]
+            done.set_result(None)
 
     # --- one round trip per batch ---------------------------------------------------------------
 
