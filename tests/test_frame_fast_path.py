@@ -1,4 +1,5 @@
-"""The fast path for the client frames sent most (`ack`, `read`, `typing`) agrees with the models.
+"""The fast path for the client frames sent most (`send`, `ack`, `read`, `typing`) agrees with
+the models.
 
 `parse_common` may only take frames `CLIENT_FRAME` accepts, with the same values, and leaves
 everything else to the models (so refusals carry the models' errors). These tests check that on
@@ -19,7 +20,9 @@ from pydantic import ValidationError
 from node.http.ws.schemas import (
     CLIENT_FRAME,
     AckFrame,
+    PlainSend,
     ReadFrame,
+    SendFrame,
     TypingFrame,
     parse_common,
 )
@@ -28,7 +31,7 @@ from node.ids import MAX_ID
 BIG = 2**63 - 1
 
 
-def model_view(data: str) -> tuple[str, int, int] | None:
+def model_view(data: str) -> tuple[str, int, int] | PlainSend | None:
     """What the models make of a frame, in `parse_common`'s shape (None: refused or another
     type)."""
     try:
@@ -39,10 +42,12 @@ def model_view(data: str) -> tuple[str, int, int] | None:
         return frame.type, frame.chat_id, frame.seq
     if isinstance(frame, TypingFrame):
         return frame.type, frame.chat_id, 0
+    if isinstance(frame, SendFrame):
+        return PlainSend(frame.chat_id, frame.client_msg_id, frame.text, frame.attachments)
     return None
 
 
-def agrees(data: str) -> tuple[str, int, int] | None:
+def agrees(data: str) -> tuple[str, int, int] | PlainSend | None:
     fast = parse_common(data)
     if fast is not None:
         assert model_view(data) == fast, data
@@ -53,6 +58,13 @@ def test_key_sets_are_the_models_fields() -> None:
     assert set(AckFrame.model_fields) == {"type", "chat_id", "seq"}
     assert set(ReadFrame.model_fields) == {"type", "chat_id", "seq"}
     assert set(TypingFrame.model_fields) == {"type", "chat_id"}
+    assert set(SendFrame.model_fields) == {
+        "type",
+        "chat_id",
+        "client_msg_id",
+        "text",
+        "attachments",
+    }
 
 
 @pytest.mark.parametrize(
@@ -67,9 +79,35 @@ def test_key_sets_are_the_models_fields() -> None:
         ('  {"type":"ack","chat_id":"0012","seq":1}\n', ("ack", 12, 1)),
         ('{"type":"ack","chat_id":"1","seq":1,"seq":5}', ("ack", 1, 5)),  # last key wins (both)
         ('{"type":"typing","type":"ack","chat_id":"1","seq":3}', ("ack", 1, 3)),
+        (
+            '{"type":"send","chat_id":"3","client_msg_id":"c1","text":"hi"}',
+            PlainSend(3, "c1", "hi", []),
+        ),
+        (
+            '{"type":"send","chat_id":3,"client_msg_id":"c","text":"","attachments":["a","b"]}',
+            PlainSend(3, "c", "", ["a", "b"]),
+        ),
+        (
+            '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":[]}',
+            PlainSend(3, "c", "x", []),
+        ),
+        (
+            '{"type":"send","chat_id":"3","client_msg_id":"'
+            + "c" * 64
+            + '","text":"'
+            + "é" * 4000
+            + '"}',
+            PlainSend(3, "c" * 64, "é" * 4000, []),
+        ),
+        (
+            '{"type":"send","chat_id":"3","client_msg_id":"☃","text":"☃"}',
+            PlainSend(3, "☃", "☃", []),
+        ),
     ],
 )
-def test_plain_common_frames_take_the_fast_path(data: str, expected: tuple[str, int, int]) -> None:
+def test_plain_common_frames_take_the_fast_path(
+    data: str, expected: tuple[str, int, int] | PlainSend
+) -> None:
     assert agrees(data) == expected
     assert model_view(data) == expected
 
@@ -105,11 +143,33 @@ def test_plain_common_frames_take_the_fast_path(data: str, expected: tuple[str, 
         '{"type":"read","chat_id":"1"}',
         '{"type":"ACK","chat_id":"1","seq":1}',
         '{"type":"ping"}',
-        '{"type":"send","chat_id":"1","client_msg_id":"c","text":"hi"}',
         '[{"type":"ack","chat_id":"1","seq":1}]',
         '{"type":"ack","chat_id":"1","seq":1}x',
         '{"type":"ack","chat_id":"1","seq":NaN}',
         '"ack"',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":""}',  # no text, no attachment
+        '{"type":"send","chat_id":"3","client_msg_id":"","text":"x"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"' + "c" * 65 + '","text":"x"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"' + "x" * 4001 + '"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"a\\u0000b"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c\\u0000","text":"x"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"\\ud800"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":5}',
+        '{"type":"send","chat_id":"3","client_msg_id":7,"text":"x"}',
+        '{"type":"send","chat_id":"0","client_msg_id":"c","text":"x"}',
+        '{"type":"send","chat_id":"3","text":"x"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","x":1}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":null}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":"a"}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":[""]}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":[1]}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":["a\\u0000"]}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":["'
+        + "a" * 65
+        + '"]}',
+        '{"type":"send","chat_id":"3","client_msg_id":"c","text":"x","attachments":'
+        + orjson.dumps(["a"] * 11).decode()
+        + "}",
         "",
         "\ud800",
     ],
@@ -118,32 +178,65 @@ def test_everything_else_is_left_to_the_models(data: str) -> None:
     assert parse_common(data) is None
 
 
+_IDS = st.one_of(
+    st.integers(min_value=1, max_value=MAX_ID).map(str), st.integers(min_value=1, max_value=MAX_ID)
+)
 _VALUES = st.one_of(
     st.integers(min_value=-3, max_value=3),
     st.integers(min_value=MAX_ID - 2, max_value=MAX_ID + 2),
-    st.integers(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
     st.booleans(),
     st.none(),
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["1", "01", "0", "", " 7", "7 ", "\u0661", "9" * 19, "9" * 20, "1.5", "-1"]),
     st.text(max_size=5),
-    st.lists(st.integers(), max_size=2),
+    st.lists(st.integers(-9, 9), max_size=2),
 )
-_FRAMES = st.dictionaries(
-    st.sampled_from(["type", "chat_id", "seq", "x", "Type"]),
-    st.one_of(st.sampled_from(["ack", "read", "typing", "ping", "send", "Ack"]), _VALUES),
-    max_size=4,
+_KINDS = st.sampled_from(["ack", "read", "typing", "ping", "send", "Ack"])
+_CHAT_IDS = st.one_of(_IDS, _IDS, _VALUES)
+_SEQS = st.one_of(st.integers(0, 2**63 - 1), _VALUES)
+_FRAMES = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["ack", "read"]), "chat_id": _CHAT_IDS, "seq": _SEQS}
+    ),
+    st.fixed_dictionaries({"type": st.just("typing"), "chat_id": _CHAT_IDS}),
+    st.fixed_dictionaries(
+        {"type": st.one_of(_KINDS, _VALUES), "chat_id": _CHAT_IDS},
+        optional={"seq": _SEQS, "x": _VALUES},
+    ),
 )
 
 
-@settings(max_examples=600, deadline=None, derandomize=True)
+@settings(max_examples=1000, deadline=None, derandomize=True)
 @given(_FRAMES)
 def test_generated_frames_agree_with_the_models(frame: dict[str, Any]) -> None:
-    try:
-        data = orjson.dumps(frame).decode()
-    except orjson.JSONEncodeError:  # an integer past 64 bits
-        data = "{" + ",".join(f'"{k}":{v}' for k, v in frame.items() if isinstance(v, int)) + "}"
-    agrees(data)
+    agrees(orjson.dumps(frame).decode())
+
+
+_TEXTS = st.one_of(
+    st.text(min_size=1, max_size=8),
+    st.text(max_size=8),
+    st.sampled_from(["", "\x00", "a\x00", "c" * 64, "c" * 65, "t" * 4000, "t" * 4001]),
+)
+_SENDS = st.fixed_dictionaries(
+    {
+        "type": st.just("send"),
+        "chat_id": st.one_of(_IDS, st.sampled_from(["0", 1.0, None])),
+        "client_msg_id": st.one_of(_TEXTS, _TEXTS, st.integers(-9, 9)),
+        "text": st.one_of(_TEXTS, _TEXTS, st.integers(-9, 9), st.none()),
+    },
+    optional={
+        "attachments": st.one_of(
+            st.lists(_TEXTS, max_size=12), st.lists(st.integers(-9, 9)), st.none(), _TEXTS
+        ),
+    },
+)
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(_SENDS)
+def test_generated_send_frames_agree_with_the_models(frame: dict[str, Any]) -> None:
+    agrees(orjson.dumps(frame).decode())
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

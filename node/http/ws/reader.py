@@ -20,6 +20,7 @@ from node.http.ws.schemas import (
     CLIENT_FRAME,
     AckFrame,
     PingFrame,
+    PlainSend,
     PresenceQueryFrame,
     ReadFrame,
     SendFrame,
@@ -74,6 +75,17 @@ class FrameReader:
                 ref = _client_msg_id(data)
                 raise errors.TooLarge(f"frames are limited to {self._max_bytes} bytes")
             common = parse_common(data)  # the frames sent most, without the models
+            if isinstance(common, PlainSend):
+                ref = common.client_msg_id
+                await self._messages.submit(
+                    session.user_id,
+                    common.chat_id,
+                    common.client_msg_id,
+                    common.text,
+                    common.attachments,
+                    self._reply_to(common.client_msg_id),
+                )
+                return
             if common is not None:
                 kind, chat_id, seq = common
                 if kind == "ack":
