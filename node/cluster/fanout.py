@@ -155,7 +155,7 @@ def _key_template(make: Callable[[int], str]) -> tuple[str, str]:
     probe = 987654321
     name = make(probe)
     head, found, tail = name.rpartition(str(probe))
-    if not found or f"{head}{probe}{tail}" != make(probe) or make(7) != f"{head}7{tail}":
+    if not found or make(7) != f"{head}7{tail}":
         raise ValueError(f"no key template in {name!r}")
     return head, tail
 
