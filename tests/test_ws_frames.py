@@ -597,6 +597,43 @@ async def test_ack_is_silent_on_success(api: Api) -> None:
     assert wa.of_kind("error") == []
 
 
+async def test_common_frames_get_the_same_answers_on_the_fast_path_and_the_models(
+    api: Api,
+) -> None:
+    """`ack`/`read` in their plain form take the fast path (`parse_common`); the same frames with
+    a seq the models accept in lax form only (2.0) go through the models. Both give the same
+    refusals (not_member, invalid_ack, a read above the last seq) and take the same good acks.
+    Each path on fresh devices (read marks are throttled per connection)."""
+    a, b, chat = await pair(api)
+    c = await api.account()
+    await api.send(b, chat, "one")
+    answers: dict[str, list[str]] = {}
+    for path, seq, good in (("fast", "2", "1"), ("models", "2.0", "1.0")):
+        wa, wc = await api.ws(a, f"a-{path}"), await api.ws(c, f"c-{path}")
+        await wa.messages(1, chat)
+        got = answers.setdefault(path, [])
+        for who, raw in (
+            (wc, f'{{"type":"ack","chat_id":"{chat}","seq":{seq}}}'),  # not a member
+            (wc, f'{{"type":"read","chat_id":"{chat}","seq":{seq}}}'),  # not a member
+            (wa, f'{{"type":"ack","chat_id":"{chat}","seq":{seq}}}'),  # above the last seq
+            (wa, f'{{"type":"read","chat_id":"{chat}","seq":{seq}}}'),  # above the last seq
+            (wa, f'{{"type":"ack","chat_id":"{chat}","seq":{good}}}'),  # taken (silent)
+        ):
+            before = len(who.of_kind("error"))
+            await who.ws.send_str(raw)
+            await who.send({"type": "ping"})
+            await who.next("pong")
+            errs = who.of_kind("error")[before:]
+            assert len(errs) <= 1, errs
+            got.append(errs[0]["code"] if errs else "none")
+            assert not errs or "ref" not in errs[0], errs
+        await wa.close()
+        await wc.close()
+    assert answers["fast"] == answers["models"], answers
+    assert answers["fast"][:2] == ["not_member", "not_member"]
+    assert "none" not in answers["fast"][:4] and answers["fast"][4] == "none", answers
+
+
 async def wait_cursor(
     storage: Storage, user_id: str, chat_id: str, done: Callable[[Any], bool]
 ) -> Any:

@@ -37,21 +37,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from node.actors.mailbox import ActorError as ActorError
+from node.actors.mailbox import ActorStopped as ActorStopped
+from node.actors.mailbox import Mailbox
+from node.actors.mailbox import MailboxFull as MailboxFull
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
-
-
-class ActorError(Exception):
-    pass
-
-
-class MailboxFull(ActorError):
-    """The actor's mailbox holds its capacity: back off or shed load."""
-
-
-class ActorStopped(ActorError):
-    """The actor is stopping or stopped; resolve a fresh ref and try again."""
 
 
 class StopActor(Exception):
@@ -65,79 +58,6 @@ class Ask:
 
     message: Any
     future: asyncio.Future[Any]
-
-
-class Mailbox:
-    """A bounded FIFO with one consumer (the actor's task). The queue itself exists only while
-    something is in it: most actors are idle most of the time, and an empty deque costs ~0.7 KiB."""
-
-    __slots__ = ("_capacity", "_closed", "_items", "_sleeper", "_waiter")
-
-    def __init__(self, capacity: int) -> None:
-        self._items: deque[Any] | None = None
-        self._capacity = capacity
-        self._closed = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._sleeper: _Cell | None = None  # a dormant actor to wake at the next put or close
-
-    def __len__(self) -> int:
-        return len(self._items) if self._items is not None else 0
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def put(self, item: Any) -> None:
-        if self._closed:
-            raise ActorStopped
-        items = self._items
-        if items is None:
-            items = self._items = deque()
-        elif len(items) >= self._capacity:
-            raise MailboxFull
-        items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        elif self._sleeper is not None:
-            self._sleeper.wake()
-
-    def close(self) -> None:
-        self._closed = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        elif self._sleeper is not None:
-            self._sleeper.wake()
-
-    def take(self, limit: int) -> list[Any]:
-        items = self._items
-        if items is None:
-            return []
-        if len(items) <= limit:
-            self._items = None
-            return list(items)
-        return [items.popleft() for _ in range(limit)]
-
-    async def wait(self, timeout: float | None) -> bool:
-        """Wait until something is in the mailbox or it is closed; False on timeout."""
-        if self._items or self._closed:
-            return True
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-        return bool(self._items) or self._closed
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -358,7 +278,7 @@ class ActorRegistry:
     async def _terminate(self, cell: _Cell, reason: Exception) -> None:
         ref, actor, mailbox = cell.ref, cell.actor, cell.mailbox
         cell.cancel_timer()
-        mailbox._sleeper = None
+        mailbox.sleeper = None
         mailbox.close()
         if self._refs.get(ref.key) is ref:
             del self._refs[ref.key]
@@ -463,13 +383,13 @@ class _Cell:
         """The actor's task ends now; the next put or close wakes it (and the idle timeout,
         if any and the actor may passivate, is a timer meanwhile)."""
         self.ref.task = None
-        self.mailbox._sleeper = self
+        self.mailbox.sleeper = self
         timeout = self.actor.idle_timeout
         if timeout is not None and self.actor.may_passivate():
             self.timer = asyncio.get_running_loop().call_later(timeout, self._idle)
 
     def wake(self) -> None:
-        self.mailbox._sleeper = None
+        self.mailbox.sleeper = None
         self.cancel_timer()
         self.registry._activate(self)
 
@@ -480,7 +400,7 @@ class _Cell:
 
     def _idle(self) -> None:
         self.timer = None
-        if self.mailbox._sleeper is not self:
+        if self.mailbox.sleeper is not self:
             return
         if self.actor.may_passivate():
             self.mailbox.close()  # wakes the actor to drain (nothing) and stop

@@ -32,7 +32,7 @@ script on the user's slot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,23 +55,32 @@ redis.call('SET', KEYS[3], ARGV[3], 'PX', tonumber(ARGV[2]) * 3)
 return 0
 """
 
-# One Redis, a whole batch. KEYS: for each user of the batch its presence, mailbox, pushsub,
-# pushgate and pushlate keys. ARGV: origin, mailbox max and ttl, inbox channel prefix and suffix,
-# push window ms, dead nodes (count first), groups (count first; each: member count, members as
-# numbers of their KEYS quintuple, payload, push message id, its sender, the newest message of
-# someone else (0: none), entry count, entries). Returns {dormant, published, pushes owed (user,
-# message id, ...)}.
+# One Redis, a whole batch, with no KEYS: a group's members come as one argument (their ids in
+# decimal, comma-separated) and the script builds each user's keys from the templates given
+# (prefix .. id .. suffix; the same names `node.cluster.keys` makes), so a member costs a few bytes
+# of one argument instead of six arguments, and only the keys a member needs are made (its
+# mailbox and push keys only when it is dormant). Ids stay strings in Lua (its numbers are
+# doubles: no precision lost past 2^53). This is for one Redis only: on a Redis Cluster a script
+# must name its keys (and would cross slots), see `_sharded`.
+# ARGV: origin, mailbox max and ttl, inbox channel prefix and suffix, push window ms, key
+# templates (presence, mailbox, pushsub, pushgate, pushlate: prefix and suffix each), dead nodes
+# (count first), groups (count first; each: members, payload, push message id, its sender, the
+# newest message of someone else (0: none), entry count, entries).
+# Returns {dormant, published, pushes owed (user, message id, ...)}.
 _FANOUT = """
 local origin, mbox_max, mbox_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local inbox_prefix, inbox_suffix, push_window = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local pres_a, pres_b, mbox_a, mbox_b = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local sub_a, sub_b, gate_a, gate_b = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local late_a, late_b = ARGV[15], ARGV[16]
 local dead = {}
-local at = 8 + tonumber(ARGV[7])
-for i = 8, at - 1 do dead[ARGV[i]] = true end
+local at = 18 + tonumber(ARGV[17])
+for i = 18, at - 1 do dead[ARGV[i]] = true end
 local holders = {}  -- user -> other nodes holding its devices (false: dormant)
 local function nodes_of(u)
   local known = holders[u]
   if known ~= nil then return known end
-  local pkey = KEYS[5 * u - 4]
+  local pkey = pres_a .. u .. pres_b
   local found, live = {}, 0
   for _, node in ipairs(redis.call('HKEYS', pkey)) do
     if dead[node] then
@@ -87,45 +96,42 @@ local function nodes_of(u)
 end
 local pushes = {}  -- user, message id, ...: pushes owed now (see node.push.coalescing)
 local subscribed = {}  -- user -> has a push subscription (looked up once per call)
-local function owe_push(u, uid, mid)
+local function owe_push(u, mid)
   if mid == '0' then return end
   local sub = subscribed[u]
   if sub == nil then
-    sub = redis.call('EXISTS', KEYS[5 * u - 2]) == 1
+    sub = redis.call('EXISTS', sub_a .. u .. sub_b) == 1
     subscribed[u] = sub
   end
   if not sub then return end
-  if redis.call('SET', KEYS[5 * u - 1], origin, 'NX', 'PX', push_window) then
-    redis.call('DEL', KEYS[5 * u])
-    pushes[#pushes + 1] = uid
+  if redis.call('SET', gate_a .. u .. gate_b, origin, 'NX', 'PX', push_window) then
+    redis.call('DEL', late_a .. u .. late_b)
+    pushes[#pushes + 1] = u
     pushes[#pushes + 1] = mid
   else
-    redis.call('SET', KEYS[5 * u], mid, 'PX', push_window * 3)
+    redis.call('SET', late_a .. u .. late_b, mid, 'PX', push_window * 3)
   end
 end
 local dormant, published = 0, 0
 local groups = tonumber(ARGV[at])
 at = at + 1
 for _ = 1, groups do
-  local n = tonumber(ARGV[at])
-  local payload = ARGV[at + n + 1]
-  local push_mid, push_from, push_alt = ARGV[at + n + 2], ARGV[at + n + 3], ARGV[at + n + 4]
-  local n_entries = tonumber(ARGV[at + n + 5])
-  local entries_at = at + n + 6
+  local members, payload = ARGV[at], ARGV[at + 1]
+  local push_mid, push_from, push_alt = ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local n_entries = tonumber(ARGV[at + 5])
+  local entries_at = at + 6
   local seen = {}
-  for i = at + 1, at + n do
-    local u = tonumber(ARGV[i])
+  for u in string.gmatch(members, '%d+') do
     local nodes = nodes_of(u)
     if nodes == false then
       if n_entries > 0 then
-        local mkey = KEYS[5 * u - 3]
+        local mkey = mbox_a .. u .. mbox_b
         redis.call('RPUSH', mkey, unpack(ARGV, entries_at, entries_at + n_entries - 1))
         redis.call('LTRIM', mkey, -mbox_max, -1)
         redis.call('EXPIRE', mkey, mbox_ttl)
         dormant = dormant + 1
         if push_mid ~= '0' then
-          local uid = string.match(KEYS[5 * u - 4], '{u:(%d+)}')
-          owe_push(u, uid, uid == push_from and push_alt or push_mid)
+          owe_push(u, u == push_from and push_alt or push_mid)
         end
       end
     else
@@ -142,6 +148,30 @@ for _ = 1, groups do
 end
 return {dormant, published, pushes}
 """
+
+
+def _key_template(make: Callable[[int], str]) -> tuple[str, str]:
+    """The text before and after the user id in the keys `make` names (checked both ways)."""
+    probe = 987654321
+    name = make(probe)
+    head, found, tail = name.rpartition(str(probe))
+    if not found or make(7) != f"{head}7{tail}":
+        raise ValueError(f"no key template in {name!r}")
+    return head, tail
+
+
+# the per-user key names the script builds (see `node.cluster.keys`)
+_KEY_TEMPLATES: tuple[str, ...] = tuple(
+    part
+    for make in (
+        keys.presence,
+        keys.mailbox,
+        keys.push_subscribed,
+        keys.push_gate,
+        keys.push_late,
+    )
+    for part in _key_template(make)
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -210,11 +240,6 @@ class Fanout:
         return await self._scripted(groups)
 
     async def _scripted(self, groups: Sequence[FanoutGroup]) -> FanoutResult:
-        users = list(dict.fromkeys(uid for group in groups for uid in group.user_ids))
-        number = {uid: n for n, uid in enumerate(users, start=1)}
-        call_keys: list[str] = []
-        for uid in users:
-            call_keys += [keys.presence(uid), keys.mailbox(uid), *_push_keys(uid)]
         args: list[bytes | str | int] = [
             self._me,
             self._mailbox_max,
@@ -222,15 +247,22 @@ class Fanout:
             keys.INBOX_PREFIX,
             keys.INBOX_SUFFIX,
             self._push_window_ms,
+            *_KEY_TEMPLATES,
             *self._view.dead_args(),
             len(groups),
         ]
         for group in groups:
             push = group.push or _NO_PUSH
-            args += [len(group.user_ids), *(number[uid] for uid in group.user_ids)]
-            args += [group.payload, push.message_id, push.sender_id, push.other_id]
-            args += [len(group.mailbox_entries), *group.mailbox_entries]
-        dormant, published, owed = await self._script(keys=call_keys, args=args)
+            args += [
+                ",".join(map(str, group.user_ids)),
+                group.payload,
+                push.message_id,
+                push.sender_id,
+                push.other_id,
+                len(group.mailbox_entries),
+                *group.mailbox_entries,
+            ]
+        dormant, published, owed = await self._script(args=args)
         pushes = [(int(owed[i]), int(owed[i + 1])) for i in range(0, len(owed), 2)]
         return FanoutResult(int(dormant), int(published), pushes)
 

@@ -20,10 +20,12 @@ from node.http.ws.schemas import (
     CLIENT_FRAME,
     AckFrame,
     PingFrame,
+    PlainSend,
     PresenceQueryFrame,
     ReadFrame,
     SendFrame,
     TypingFrame,
+    parse_common,
 )
 from node.http.ws.session import DeviceSession
 from node.http.ws.signals import ReadFlusher, SignalThrottle
@@ -72,6 +74,27 @@ class FrameReader:
             if len(data) > self._max_bytes and len(data.encode()) > self._max_bytes:
                 ref = _client_msg_id(data)
                 raise errors.TooLarge(f"frames are limited to {self._max_bytes} bytes")
+            common = parse_common(data)  # the frames sent most, without the models
+            if isinstance(common, PlainSend):
+                ref = common.client_msg_id
+                await self._messages.submit(
+                    session.user_id,
+                    common.chat_id,
+                    common.client_msg_id,
+                    common.text,
+                    common.attachments,
+                    self._reply_to(common.client_msg_id),
+                )
+                return
+            if common is not None:
+                kind, chat_id, seq = common
+                if kind == "ack":
+                    await session.ack(chat_id, seq)
+                elif kind == "read":
+                    await self._read(chat_id, seq)
+                else:
+                    await self._typing(chat_id)
+                return
             try:
                 frame = CLIENT_FRAME.validate_json(data)
             except ValidationError as exc:
@@ -92,15 +115,9 @@ class FrameReader:
             elif isinstance(frame, PingFrame):
                 session.offer_frame(frames.PONG_FRAME)
             elif isinstance(frame, TypingFrame):
-                if self._signals.typing(frame.chat_id):
-                    await self._messages.typing(session.user_id, session.device_id, frame.chat_id)
+                await self._typing(frame.chat_id)
             elif isinstance(frame, ReadFrame):
-                if self._signals.read(frame.chat_id, frame.seq):
-                    await self._messages.mark_read(
-                        session.user_id, session.device_id, frame.chat_id, frame.seq
-                    )
-                else:
-                    self._reads.wake()
+                await self._read(frame.chat_id, frame.seq)
             elif isinstance(frame, PresenceQueryFrame):
                 answer = await self._presence.query(session.user_id, frame.user_ids)
                 session.offer_frame(frames.presence_batch_frame(answer, listed=True))
@@ -109,6 +126,18 @@ class FrameReader:
         except Exception:
             log.exception("ws.frame_failed", extra={"user_id": session.user_id})
             session.offer_frame(frames.error_frame("internal_error", "internal error", ref))
+
+    async def _typing(self, chat_id: int) -> None:
+        if self._signals.typing(chat_id):
+            session = self._session
+            await self._messages.typing(session.user_id, session.device_id, chat_id)
+
+    async def _read(self, chat_id: int, seq: int) -> None:
+        if self._signals.read(chat_id, seq):
+            session = self._session
+            await self._messages.mark_read(session.user_id, session.device_id, chat_id, seq)
+        else:
+            self._reads.wake()
 
     async def _send_read(self, chat_id: int, seq: int) -> None:
         """A held read mark's turn (see `node.http.ws.signals`); refusals as error frames."""
