@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
+from loadtest import profiling
 from loadtest.client import Sessions, Socket, Stats, create_chat, now_ns, signup_many
 from loadtest.harness import Phase, Workers
 from loadtest.procstats import cpu_by_pid, cpu_delta, cpu_seconds, delta, listen_overflows
@@ -330,10 +331,14 @@ def run_storm(a: Any, target: Target) -> dict[str, Any]:
             pg0 = asyncio.run(pg_stats(srv.database_url))
             cpu0, icpu0 = cpu_seconds(b_pid), cpu_by_pid(ipids)
             overflows0 = listen_overflows()
+            prof = profiling.start(getattr(a, "profile", None), b_pid, "storm-survivor")
             t_kill = now_ns()
             srv.group.kill(0)
             ws.release(t_kill)
-            res = ws.gather("caught_up", 2 * a.max_time)
+            try:
+                res = ws.gather("caught_up", 2 * a.max_time)
+            finally:
+                profiling.finish(prof)  # node B from the kill until every device caught up
             overflows = delta(listen_overflows(), overflows0)
             time.sleep(a.stats_wait)
             pg1 = asyncio.run(pg_stats(srv.database_url))
