@@ -49,6 +49,8 @@ _WRITE_ERRORS = (ConnectionError, RuntimeError, asyncio.TimeoutError)
 # a live batch is written by its caller only while the socket's write buffer holds less than
 # this; beyond it the writer task takes over and waits for the socket to drain
 _DIRECT_BUFFER_LIMIT = 16 * 1024
+# the backlog on connect goes out in writes of about this many bytes (`_send_all`)
+_BUNDLE_BYTES = 64 * 1024
 
 
 class WriteFlusher:
@@ -367,6 +369,36 @@ class DeviceSession:
             self.flush()  # what was written "now" goes first
         await self._ws.send_frame(frame, WSMsgType.TEXT)
 
+    async def _send_all(self, payloads: list[bytes]) -> None:
+        """`payloads` as text frames, in order, after what was written "now". While the socket
+        keeps up they go out as one write per `_BUNDLE_BYTES` (not one per frame); once its
+        write buffer is past `_DIRECT_BUFFER_LIMIT` the rest goes frame by frame through
+        aiohttp's writer, which waits for the socket to drain."""
+        if self._pending is not None:
+            self.flush()
+        i, n = 0, len(payloads)
+        while i < n:
+            transport = self._transport
+            if (
+                transport is None
+                or self._ws.closed
+                or transport.is_closing()
+                or transport.get_write_buffer_size() >= _DIRECT_BUFFER_LIMIT  # type: ignore[attr-defined]
+            ):
+                for payload in payloads[i:]:
+                    await self._ws.send_frame(payload, WSMsgType.TEXT)
+                return
+            bundle: list[bytes] = []
+            size = 0
+            while i < n and size < _BUNDLE_BYTES:
+                wire = frames.ws_text(payloads[i])
+                bundle.append(wire)
+                size += len(wire)
+                i += 1
+            transport.write(b"".join(bundle))  # type: ignore[attr-defined]
+            if i < n:
+                await asyncio.sleep(0)  # let the loop turn between bundles
+
     async def _write_message(
         self, chat_id: int, seq: int, frame: bytes, meta: BatchMeta | None
     ) -> None:
@@ -422,9 +454,11 @@ class DeviceSession:
 
     async def _sync(self) -> None:
         """The backlog on connect: per chat at most the newest `backlog_limit` unacked
-        messages, a `gap` frame first where older ones are skipped."""
+        messages, a `gap` frame first where older ones are skipped. Written in order, bundled
+        into few socket writes (`_send_all`) once everything is read."""
         positions = await self._deps.sync.positions(self.user_id, self.device_id)
         mailbox = await self._deps.sync.mailbox(self.user_id)
+        out: list[bytes] = []  # the frames, in the order they go out
         from_db: list[tuple[int, int, int]] = []
         planned: list[tuple[int, int, dict[int, bytes] | None]] = []
         for position in positions:
@@ -435,7 +469,7 @@ class DeviceSession:
                 continue
             low = max(acked, last - self._deps.backlog_limit)
             if low > acked:
-                await self._send(frames.gap_frame(chat_id, acked, low + 1))
+                out.append(frames.gap_frame(chat_id, acked, low + 1))
                 self.sent[chat_id] = low
             if mailbox is not None and mailbox.covers(chat_id, low, last):
                 planned.append((chat_id, last, mailbox.frames[chat_id]))
@@ -444,14 +478,18 @@ class DeviceSession:
         for chat_id, last, held in planned:
             assert held is not None
             for seq in range(self.sent[chat_id] + 1, last + 1):
-                await self._send(held[seq])
+                out.append(held[seq])
                 self.sent[chat_id] = seq
                 self.delivered += 1
-        for message in await self._deps.sync.ranges(self.user_id, from_db):
-            if message.seq > self.sent[message.chat_id]:
-                await self._send(frames.message_frame(message))
-                self.sent[message.chat_id] = message.seq
-                self.delivered += 1
+        if from_db:
+            for message in await self._deps.sync.ranges(self.user_id, from_db):
+                if message.seq > self.sent[message.chat_id]:
+                    out.append(frames.message_frame(message))
+                    self.sent[message.chat_id] = message.seq
+                    self.delivered += 1
+        # `sent` ran ahead of the socket only within this task, which writes all of `out`
+        # before anything offered meanwhile (queued behind it); a failed write ends the session
+        await self._send_all(out)
         if mailbox is not None and mailbox.count:
             self._mailbox_count = mailbox.count
             self._mailbox_high = mailbox.high_seqs()
