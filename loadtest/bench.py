@@ -196,7 +196,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         default=None,
         metavar="DIR",
-        help="py-spy the nodes during the measured phase (pairs, connections, groups) into DIR",
+        help=(
+            "py-spy the nodes during the measured phase (pairs, connections, groups, storm)"
+            " into DIR"
+        ),
     )
     a = ap.parse_args(argv)
     if a.rate is not None:
