@@ -205,6 +205,23 @@ async def test_backlog_comes_first_oldest_first_then_live(api: Api) -> None:
     assert frames_of_chat(wb, chat) == [("message", s) for s in range(1, 7)]
 
 
+async def test_a_backlog_larger_than_one_write_comes_whole_and_in_order(api: Api) -> None:
+    """The backlog goes out in bundled writes of ~64 KB: 30 messages of 3,500 characters
+    (~105 KB) take several, and arrive complete, in seq order, before what is live."""
+    a, b, chat = await pair(api)
+    wa = await api.ws(a)
+    for i in range(30):
+        r = await api.send(a, chat, f"{i:04d}" + "x" * 3496)
+        assert r.status == 201, r
+    wb = await api.ws(b)
+    backlog = await wb.messages(30, chat)
+    assert seqs(backlog) == list(range(1, 31))
+    assert [m["text"][:4] for m in backlog] == [f"{i:04d}" for i in range(30)]
+    await wa.send_message(chat, "live")
+    assert seqs(await wb.messages(1, chat)) == [31]
+    assert frames_of_chat(wb, chat) == [("message", s) for s in range(1, 32)]
+
+
 async def test_backlog_of_several_chats_is_complete_and_ordered_per_chat(api: Api) -> None:
     a, b, c = await api.account(), await api.account(), await api.account()
     ab, bc = await api.direct(a, b), await api.direct(b, c)
