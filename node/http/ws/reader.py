@@ -36,7 +36,19 @@ log = logging.getLogger(__name__)
 
 
 class FrameReader:
-    """Validates one client frame and makes one service call for it."""
+    """Validates one client frame and makes one service call for it. One per connection, kept
+    small: the typing/read throttle and its flusher are made with the first such frame (most
+    connections sit idle and never send one)."""
+
+    __slots__ = (
+        "_max_bytes",
+        "_messages",
+        "_presence",
+        "_reads",
+        "_session",
+        "_signal_interval",
+        "_signals",
+    )
 
     def __init__(
         self,
@@ -50,12 +62,22 @@ class FrameReader:
         self._messages = messages
         self._presence = presence
         self._max_bytes = max_bytes
-        self._signals = SignalThrottle(signal_interval)
-        self._reads = ReadFlusher(self._signals, self._send_read)
+        self._signal_interval = signal_interval
+        self._signals: SignalThrottle | None = None
+        self._reads: ReadFlusher | None = None
+
+    def _throttle(self) -> tuple[SignalThrottle, ReadFlusher]:
+        """The connection's typing/read throttle and read flusher, made on first use."""
+        signals, reads = self._signals, self._reads
+        if signals is None or reads is None:
+            signals = self._signals = SignalThrottle(self._signal_interval)
+            reads = self._reads = ReadFlusher(signals, self._send_read)
+        return signals, reads
 
     async def close(self) -> None:
         """The connection is over: send the read marks still held (bounded), then stop."""
-        await self._reads.close()
+        if self._reads is not None:
+            await self._reads.close()
 
     async def handle(self, data: str) -> None:
         """One frame, as the root span of its own trace when tracing is on."""
@@ -128,16 +150,18 @@ class FrameReader:
             session.offer_frame(frames.error_frame("internal_error", "internal error", ref))
 
     async def _typing(self, chat_id: int) -> None:
-        if self._signals.typing(chat_id):
+        signals, _ = self._throttle()
+        if signals.typing(chat_id):
             session = self._session
             await self._messages.typing(session.user_id, session.device_id, chat_id)
 
     async def _read(self, chat_id: int, seq: int) -> None:
-        if self._signals.read(chat_id, seq):
+        signals, reads = self._throttle()
+        if signals.read(chat_id, seq):
             session = self._session
             await self._messages.mark_read(session.user_id, session.device_id, chat_id, seq)
         else:
-            self._reads.wake()
+            reads.wake()
 
     async def _send_read(self, chat_id: int, seq: int) -> None:
         """A held read mark's turn (see `node.http.ws.signals`); refusals as error frames."""
