@@ -99,14 +99,7 @@ class FrameReader:
             common = parse_common(data)  # the frames sent most, without the models
             if isinstance(common, PlainSend):
                 ref = common.client_msg_id
-                await self._messages.submit(
-                    session.user_id,
-                    common.chat_id,
-                    common.client_msg_id,
-                    common.text,
-                    common.attachments,
-                    self._reply_to(common.client_msg_id),
-                )
+                await self._submit(common)
                 return
             if common is not None:
                 kind, chat_id, seq = common
@@ -124,14 +117,7 @@ class FrameReader:
                 raise errors.ValidationFailed(_describe(exc), code="invalid_frame") from None
             if isinstance(frame, SendFrame):
                 ref = frame.client_msg_id
-                await self._messages.submit(
-                    session.user_id,
-                    frame.chat_id,
-                    frame.client_msg_id,
-                    frame.text,
-                    frame.attachments,
-                    self._reply_to(frame.client_msg_id),
-                )
+                await self._submit(frame)
             elif isinstance(frame, AckFrame):
                 await session.ack(frame.chat_id, frame.seq)
             elif isinstance(frame, PingFrame):
@@ -148,6 +134,17 @@ class FrameReader:
         except Exception:
             log.exception("ws.frame_failed", extra={"user_id": session.user_id})
             session.offer_frame(frames.error_frame("internal_error", "internal error", ref))
+
+    async def _submit(self, send: PlainSend | SendFrame) -> None:
+        """A `send`, from the fast path or the models alike."""
+        await self._messages.submit(
+            self._session.user_id,
+            send.chat_id,
+            send.client_msg_id,
+            send.text,
+            send.attachments,
+            self._reply_to(send.client_msg_id),
+        )
 
     async def _typing(self, chat_id: int) -> None:
         signals, _ = self._throttle()
