@@ -126,10 +126,6 @@ class LocalUsers:
         except ActorStopped:
             pass
 
-    def tell_all(self, user_ids: Iterable[int], message: UserMessage) -> None:
-        for user_id in user_ids:
-            self.tell(user_id, message)
-
     def tell_every(self, message: UserMessage) -> None:
         """To every user actor of this node."""
         for ref in self._registry.refs():

@@ -42,8 +42,10 @@ class Detach:
 
 @dataclass(slots=True, frozen=True)
 class DeliverFrame:
+    """A presence frame: through the actor, so it is written after the snapshot of a device
+    that is still attaching."""
+
     frame: bytes
-    skip_device: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,8 +117,7 @@ class UserActor(Actor[UserMessage]):
     async def receive(self, message: UserMessage) -> None:
         if isinstance(message, DeliverFrame):
             for session in self.sessions.values():
-                if session.device_id != message.skip_device:
-                    session.offer_frame(message.frame)
+                session.offer_frame(message.frame)
         elif isinstance(message, Attach):
             await self._attach(message.session)
         elif isinstance(message, Detach):
