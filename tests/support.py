@@ -222,10 +222,15 @@ class WsClient:
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [f for f in self.seen if f["type"] == kind]
 
-    async def quiet(self, kind: str, within: float = 0.5) -> None:
-        """Assert no frame of `kind` arrives within `within` seconds."""
+    async def quiet(
+        self,
+        kind: str,
+        within: float = 0.5,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Assert no frame of `kind` (matching `where`) arrives within `within` seconds."""
         with contextlib.suppress(TimeoutError):
-            frame = await self.next(kind, timeout=within)
+            frame = await self.next(kind, timeout=within, where=where)
             raise AssertionError(f"unexpected {kind} frame: {frame}")
 
     async def send(self, frame: dict[str, Any]) -> None:
