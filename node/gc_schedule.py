@@ -17,7 +17,7 @@ flight:
   the threshold. 10,000 objects take ~2.5 ms on the 2-core dev machine (50,000 took ~20 ms, up
   to 200 ms under load);
 * a middle collection scans what survived the young collections since the last one, up to
-  `_YOUNG * _MIDDLE` objects: 50,000 (~30 ms) here. With 50,000 × 20 it was up to a million
+  `_YOUNG * _MIDDLE` objects: 50,000 (~30 ms) here. With 50,000 * 20 it was up to a million
   objects, one stop of ~440 ms in the middle of a run of 10,000 sockets at 1,000 msgs/s.
 
 Full collections keep CPython's growth-by-a-quarter rule: they come while the heap grows (sockets

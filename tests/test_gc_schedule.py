@@ -33,8 +33,8 @@ def test_tune_freezes_the_startup_heap(tuned: None) -> None:
 
 def test_a_middle_collection_scans_a_bounded_number_of_objects(tuned: None) -> None:
     young, middle, _ = gc.get_threshold()
-    # every stop delays every message in flight: a middle collection scans up to young × middle
-    # survivors; a million (50,000 × 20) stopped the loop ~440 ms at 10,000 sockets
+    # every stop delays every message in flight: a middle collection scans up to young * middle
+    # survivors; a million (50,000 * 20) stopped the loop ~440 ms at 10,000 sockets
     assert young * middle == gc_schedule.MAX_MIDDLE_SCAN <= 50_000
     assert young >= 700  # not more often than CPython's default
 
