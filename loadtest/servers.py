@@ -237,7 +237,11 @@ class ServerGroup:
         return count
 
     def log_errors(self) -> int:
-        count = 0
+        return len(self.error_lines())
+
+    def error_lines(self) -> list[str]:
+        """The servers' log lines at error level or above, and traceback heads."""
+        found = []
         for log in self.logs:
             with contextlib.suppress(OSError):
                 for line in log.read_text(errors="replace").splitlines():
@@ -246,8 +250,8 @@ class ServerGroup:
                         or '"level":"critical"' in line
                         or line.startswith("Traceback")
                     ):
-                        count += 1
-        return count
+                        found.append(line)
+        return found
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM each process group, then SIGKILL whatever is left of it."""
@@ -337,9 +341,12 @@ class Target:
             group.stop()
             if db and self.infra:
                 self.infra.drop_database(db)
-            run.log_errors = group.log_errors()
-            if run.log_errors:
-                self.say(f"{run.log_errors} error line(s) in the server logs under {self.logdir}")
+            errors = group.error_lines()
+            run.log_errors = len(errors)
+            if errors:
+                self.say(f"{len(errors)} error line(s) in the server logs under {self.logdir}:")
+                for line in errors[:5]:
+                    self.say("  " + line[:600])
 
 
 def _healthy(url: str) -> bool:

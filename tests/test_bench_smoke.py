@@ -92,6 +92,8 @@ def run_bench(
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines, f"no JSON line\n{out}\n{err}"
     assert table in out, f"no table header {table!r}\n{out}"
+    if any(line.get("server_log_errors") for line in lines):
+        print(err)  # the bench quotes the servers' error lines: shown with the failure
     return lines
 
 
