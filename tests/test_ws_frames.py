@@ -179,6 +179,24 @@ async def test_device_id_defaults_to_default(api: Api) -> None:
         await ws.close()
 
 
+async def test_no_middleware_frame_stays_under_an_open_socket(api: Api) -> None:
+    """The error middleware hands the WebSocket handler on unwrapped: none of its frames stays
+    suspended under every open socket (an idle socket's memory, issue 11)."""
+    a = await api.account()
+    await api.ws(a, "idle-1")
+    chains: list[list[str]] = []
+    for task in asyncio.all_tasks():
+        files: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and hasattr(coro, "cr_code"):
+            files.append(f"{coro.cr_code.co_filename}:{coro.cr_code.co_qualname}")
+            coro = coro.cr_await
+        if any(f.endswith(":websocket_handler") for f in files):
+            chains.append(files)
+    assert len(chains) == 1, chains  # the socket's handler runs in this process
+    assert not [f for f in chains[0] if "node/http/middleware.py" in f], chains[0]
+
+
 # --- send --------------------------------------------------------------------------------------
 
 

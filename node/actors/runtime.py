@@ -209,7 +209,7 @@ class ActorRegistry:
         ref: ActorRef[M] = ActorRef(key, mailbox)
         actor.ref = ref
         self._refs[key] = ref
-        self._activate(_Cell(self, ref, actor, mailbox, budget or RestartBudget(), on_exit))
+        self._activate(_Cell(self, ref, actor, mailbox, budget, on_exit))
         return ref
 
     def _activate(self, cell: _Cell) -> None:
@@ -266,6 +266,8 @@ class ActorRegistry:
                 return exc
             except Exception as exc:
                 cell.started = False
+                if cell.budget is None:  # made at the first crash: most actors never crash
+                    cell.budget = RestartBudget()
                 if mailbox.closed or not cell.budget.allow():
                     log.error(
                         "actor.escalated",
@@ -367,7 +369,7 @@ class _Cell:
         ref: ActorRef[Any],
         actor: Actor[Any],
         mailbox: Mailbox,
-        budget: RestartBudget,
+        budget: RestartBudget | None,
         on_exit: Callable[[ActorRef[Any]], None] | None,
     ) -> None:
         self.registry = registry

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import TypeVar
 
@@ -26,6 +27,7 @@ from node.http.schemas import error_out
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Handler)
 
 _CODES = {
     400: "bad_request",
@@ -71,33 +73,59 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+# Handlers that render their own failures through `failure_response` (the WebSocket's): the
+# middleware hands their coroutine on as it is, so no frame of the middleware stays suspended on
+# the stack of a handler that lives as long as its socket.
+_OWN_ERRORS: set[Handler] = set()
+
+
+def renders_own_errors(handler: H) -> H:
+    """Mark a long-lived handler that catches its own failures and answers them with
+    `failure_response`: the error middleware does not wrap it."""
+    _OWN_ERRORS.add(handler)
+    return handler
+
+
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Render every failure of `handler` in the contract's error shape."""
+    if handler in _OWN_ERRORS:
+        return handler(request)
+    return _guarded(request, handler)
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except errors.ApiError as exc:
+    except Exception as exc:  # CancelledError is not an Exception: it goes on up
+        return failure_response(request, exc)
+
+
+def failure_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The contract's answer to a handler's failure (an HTTP exception below 400 is re-raised):
+    an `ApiError` with its status and code, an aiohttp HTTP error with a code derived from its
+    status, anything else a bare 500 `internal_error` whose details go to the log only."""
+    if isinstance(exc, errors.ApiError):
         response = error_response(exc.status, exc.code, exc.message)
         response.headers.update(exc.headers)
         return response
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:  # redirects and the like are not errors
-            raise
+            raise exc
         response = error_for_status(exc.status, exc.reason)
         if "Allow" in exc.headers:  # 405 names the allowed methods
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        if isinstance(exc, ConnectionError) and _client_gone(request):
-            # the client went away mid-request (e.g. while sending its body): nobody to answer,
-            # nothing wrong with the node; the answer below is dropped with the connection
-            log.debug("http.client_gone", extra={"method": request.method, "path": request.path})
-            return error_response(400, "client_gone", "the connection was lost")
-        # the path only: the query string may hold an access token (`?token=` of the WebSocket)
-        log.exception("http.unhandled", extra={"method": request.method, "path": request.path})
-        return error_response(500, "internal_error", "internal error")
+    if isinstance(exc, ConnectionError) and _client_gone(request):
+        # the client went away mid-request (e.g. while sending its body): nobody to answer,
+        # nothing wrong with the node; the answer below is dropped with the connection
+        log.debug("http.client_gone", extra={"method": request.method, "path": request.path})
+        return error_response(400, "client_gone", "the connection was lost")
+    # the path only: the query string may hold an access token (`?token=` of the WebSocket)
+    log.error(
+        "http.unhandled", extra={"method": request.method, "path": request.path}, exc_info=exc
+    )
+    return error_response(500, "internal_error", "internal error")
 
 
 def _is_json(content_type: str) -> bool:
