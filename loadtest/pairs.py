@@ -124,10 +124,18 @@ def run_pairs(
             "setup_s": round(max(r["setup_s"] for r in setup), 2),
             "connect_s": round(max(r["connect_s"] for r in ready), 2),
         }
-        line = report.pairs_line(report.merge(results), base, server)
+        merged = report.merge(results)
+        line = report.pairs_line(merged, base, server)
         if kind == "connections":
+            first, warm = merged.get("lat_first", []), merged.get("lat_warm", [])
             line.update(
                 {
+                    # latency of each chat's first message (its actor starts: lease, fencing
+                    # epoch, members) apart from the later ones (the chat is warm)
+                    "p50_first_in_chat_ms": report.ms(report.pct(first, 50)),
+                    "p99_first_in_chat_ms": report.ms(report.pct(first, 99)),
+                    "p50_warm_ms": report.ms(report.pct(warm, 50)),
+                    "p99_warm_ms": report.ms(report.pct(warm, 99)),
                     "connections": 2 * P,
                     "source_addrs": sum(len(s) for s in sources),
                     "connect_all_s": round(connect_all_s, 2),

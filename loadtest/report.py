@@ -58,6 +58,12 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results:
         lat.extend(r["lat"])
     out["lat"] = sorted(lat)
+    for key in ("lat_first", "lat_warm"):  # pairs-shaped workers only
+        if all(key in r for r in results):
+            part = array("q")
+            for r in results:
+                part.extend(r[key])
+            out[key] = sorted(part)
     out["first_send"] = min((r["first_send"] for r in results if r["first_send"]), default=0)
     out["last_recv"] = max((r["last_recv"] for r in results), default=0)
     out["max_lag"] = max((r["max_lag"] for r in results), default=0)

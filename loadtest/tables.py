@@ -61,6 +61,8 @@ KIND_COLS: dict[str, list[tuple[str, str, int]]] = {
         ("msgs/s", "msgs_per_s", 0),
         ("p50 ms", "p50_ms", 1),
         ("p99 ms", "p99_ms", 1),
+        ("p99 first ms", "p99_first_in_chat_ms", 1),
+        ("p99 warm ms", "p99_warm_ms", 1),
         ("lost", "lost", 0),
         ("dup", "dup", 0),
         ("dropped", "dropped", 0),

@@ -72,6 +72,8 @@ class Worker:
         self.confirmed = bytearray(size)
         self.delivered = bytearray(size)
         self.lat = array("q")
+        self.lat_first = array("q")  # the first message of its chat (j = 0): a cold chat
+        self.lat_warm = array("q")  # every later one
         self.c = Counters()
         self.progress = asyncio.Event()
         self.ids: dict[str, str] = {}
@@ -102,6 +104,7 @@ class Worker:
         self.c.delivered += 1
         self.c.last_recv = now
         self.lat.append(now - ts)
+        (self.lat_warm if j else self.lat_first).append(now - ts)
         self.progress.set()
 
     def on_error(self, frame: dict[str, Any]) -> None:
@@ -229,6 +232,8 @@ class Worker:
             lost=lost,
             unconfirmed=self.c.sent - self.c.confirmed - self.c.send_errors,
             lat=self.lat,
+            lat_first=self.lat_first,
+            lat_warm=self.lat_warm,
             cpu=cpu,
             timed_out=timed_out,
             pairs=len(self.spec.pairs),

@@ -175,6 +175,9 @@ def test_connections_open_all_and_deliver_at_a_rate(tmp_path: Path) -> None:
     assert line["connections"] == 120 and line["delivered"] == line["planned"] == 120, line
     assert line["source_addrs"] >= 2 and line["connect_all_s"] > 0, line
     assert line["rss_per_conn_kib"] is not None and line["p99_ms"] is not None, line
+    # 60 pairs x 2 messages: one first-in-chat and one warm message per chat, split apart
+    for part in ("first_in_chat", "warm"):
+        assert 0 < line[f"p50_{part}_ms"] <= line[f"p99_{part}_ms"] <= line["max_ms"], line
 
 
 def test_storm_devices_get_their_backlog_on_the_surviving_node(tmp_path: Path) -> None:
