@@ -22,7 +22,7 @@ from playwright.async_api import expect
 from node.push.payload import push_payload
 from node.storage.push import PushedMessage
 from tests.browser.people import Person
-from tests.support import Api
+from tests.support import Account, Api, WsClient
 
 pytestmark = pytest.mark.browser
 
@@ -130,17 +130,32 @@ async def test_a_big_groups_presence_is_asked_for_when_it_is_opened(
     server, api = await node_api(presence_group_limit=2)
     owner, bob, carol = await api.account(), await api.account(), await api.account()
     await api.group(owner, [bob, carol], title="Big room")
-    await api.ws(bob)
-    asker = await api.ws(carol)  # Bob's presence is registered once a query says so
-    while True:
-        await asker.ws.send_json({"type": "presence_query", "user_ids": [bob.id]})
-        answer = await asker.next("presence")
-        if answer["users"] == [{"user_id": bob.id, "online": True}]:
-            break
+    bobs, carols = await api.ws(bob), await api.ws(carol)
+
+    async def registered(asker: WsClient, user: Account, online: bool) -> None:
+        """Wait until the node's registry says so (a query by another member answers it)."""
+        while True:
+            await asker.ws.send_json({"type": "presence_query", "user_ids": [user.id]})
+            answer = await asker.next("presence", where=lambda f: "users" in f)
+            if answer["users"] == [{"user_id": user.id, "online": online}]:
+                return
+
+    await registered(carols, bob, True)
+    await registered(bobs, carol, True)
     alice = await person(base(server), name=owner.username)
     await alice.sign_in()
     await alice.open_chat("Big room")
-    await expect(alice.page.locator("#chat-subtitle")).to_have_text("3 members · 2 online")
+    subtitle = alice.page.locator("#chat-subtitle")
+    await expect(subtitle).to_have_text("3 members · 2 online")
+
+    # a new connection starts presence afresh: the open group's is asked for again
+    await alice.context.set_offline(True)
+    await expect(alice.page.locator("#banner")).to_be_visible()
+    await carols.close()
+    await registered(bobs, carol, False)
+    await alice.context.set_offline(False)
+    await expect(alice.page.locator("#banner")).to_be_hidden()
+    await expect(subtitle).to_have_text("3 members · 1 online")
 
 
 async def test_offline_and_back_gets_what_was_missed_exactly_once(

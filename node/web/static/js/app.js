@@ -331,6 +331,9 @@ class App {
     this.unsentReads.clear();
     await this.loadChats().catch(() => {});
     const chat = this.activeId && this.store.chats.get(this.activeId);
+    // presence was reset, and a query sent while the socket was down went nowhere: the open
+    // group's is asked for again
+    if (chat) this._askPresence(chat);
     if (chat && chat.history.loaded) {
       const top = this.store.contiguousTop(chat) ?? 0;
       await this.fillRange(chat.id, top, null).catch(() => {});
